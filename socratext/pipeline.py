@@ -1,0 +1,189 @@
+"""The extraction path as a composition of batch stages: load → OCR → label → assemble.
+
+Each stage is a plain callable on a batch so the CLI (all stages in one process) and the streaming
+workers (OCR in one stage, labelling + assembly in another) call exactly the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from socratext.document import OcrPage, Receipt
+from socratext.errors import SocratextError
+from socratext.extractors.base import Extractor
+from socratext.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+
+
+def receipt_id_for(data: bytes) -> str:
+    """A content-derived id: the same file always gets the same id, so re-runs deduplicate downstream."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def load_extractor(name: str | None = None, settings: Settings | None = None) -> Extractor:
+    """Resolve `--model`: "rules", "default" (the bundled model), a local model directory or a hub id.
+
+    "default" falls back to the rules extractor only when no default model is bundled, so a checkout
+    without trained weights still works end to end.
+    """
+    settings = settings or get_settings()
+    name = name or settings.model
+    from socratext.extractors.rules import RulesExtractor
+
+    if name == "rules":
+        return RulesExtractor()
+    if name == "default":
+        if not (DEFAULT_MODEL_DIR / "config.json").exists():
+            log.warning("no bundled default model in %s: using the rules extractor", DEFAULT_MODEL_DIR)
+            return RulesExtractor()
+        name = str(DEFAULT_MODEL_DIR)
+    from socratext.model.extractor import LayoutModelExtractor
+
+    return LayoutModelExtractor.from_pretrained(name, device=settings.device)
+
+
+@dataclass
+class OcrResult:
+    """What the OCR stage hands on: the page, the preprocessed image the boxes refer to, and timings."""
+
+    page: OcrPage
+    image: Image.Image
+    timings_ms: dict[str, float]
+
+
+class OcrStage:
+    """Image → preprocess → Tesseract, one receipt at a time (parallelism belongs at receipt level)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        from socratext.ocr import TesseractOcr
+
+        self.settings = settings or get_settings()
+        # Preprocessing is done here, not inside the OCR, because the extractor needs the very image
+        # the OCR boxes refer to (deskewed and resized).
+        self.ocr = TesseractOcr(languages=self.settings.ocr_languages, preprocess=False,
+                                settings=self.settings)
+
+    def __call__(self, images: Sequence[Image.Image]) -> list[OcrResult]:
+        from socratext.ocr import preprocess
+
+        out = []
+        for img in images:
+            t0 = time.perf_counter()
+            pre = preprocess(img, self.settings)
+            t1 = time.perf_counter()
+            page = self.ocr([pre])[0]
+            t2 = time.perf_counter()
+            out.append(OcrResult(page, pre, {"preprocess": (t1 - t0) * 1e3, "ocr": (t2 - t1) * 1e3}))
+        return out
+
+
+class ExtractStage:
+    """Label a micro-batch of OCR pages with one loaded extractor, then assemble each receipt's fields."""
+
+    def __init__(self, extractor: Extractor, settings: Settings | None = None) -> None:
+        self.extractor = extractor
+        self.settings = settings or get_settings()
+
+    def __call__(self, pages: Sequence[OcrPage], images: Sequence[Image.Image | None] | None,
+                 receipt_ids: Sequence[str], sources: Sequence[dict[str, str]]) -> list[Receipt]:
+        from socratext.fields.assemble import assemble_receipt
+
+        t0 = time.perf_counter()
+        labels = self.extractor.label(list(pages), list(images) if images is not None else None)
+        model_ms = (time.perf_counter() - t0) * 1e3 / max(len(pages), 1)
+        model = {"name": self.extractor.name, "version": self.extractor.version}
+        receipts = []
+        for page, labs, rid, src in zip(pages, labels, receipt_ids, sources):
+            t1 = time.perf_counter()
+            rec = assemble_receipt(page, labs, receipt_id=rid, source=src, model=model,
+                                   review_threshold=self.settings.review_threshold)
+            rec.timings_ms["model"] = model_ms
+            rec.timings_ms["assemble"] = (time.perf_counter() - t1) * 1e3
+            rec.ocr, rec.word_labels = page, labs
+            receipts.append(rec)
+        return receipts
+
+
+@dataclass
+class Failure:
+    """One input that could not be processed, with the stable error code of `socratext.errors`."""
+
+    source: str
+    code: str
+    message: str
+
+
+def extract_files(paths: Sequence[str | Path], extractor: Extractor | str | None = None,
+                  settings: Settings | None = None, batch_size: int = 8,
+                  progress: object | None = None) -> tuple[list[Receipt], list[Failure]]:
+    """Run the whole path on files; a bad file becomes a `Failure` and the others go on.
+
+    `progress`, when given, is called with the number of files finished after each one.
+    """
+    from socratext.imaging import load_images
+
+    settings = settings or get_settings()
+    ext = extractor if not isinstance(extractor, str | None) else load_extractor(extractor, settings)
+    ocr = OcrStage(settings)
+    stage = ExtractStage(ext, settings)
+    receipts: list[Receipt] = []
+    failures: list[Failure] = []
+    pending: list[tuple[OcrResult, str, dict[str, str], float]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        try:
+            recs = stage([p[0].page for p in pending], [p[0].image for p in pending],
+                         [p[1] for p in pending], [p[2] for p in pending])
+        except Exception as exc:  # a model failure must not lose the batch's identity
+            failures.extend(Failure(p[2]["path"], "model_failed", str(exc)) for p in pending)
+        else:
+            for rec, (res, _, _, load_ms) in zip(recs, pending):
+                rec.timings_ms = {"load": load_ms, **res.timings_ms, **rec.timings_ms}
+                rec.timings_ms["total"] = sum(rec.timings_ms.values())
+                receipts.append(rec)
+        pending.clear()
+
+    for n, path in enumerate(paths, 1):
+        path = Path(path)
+        try:
+            t0 = time.perf_counter()
+            data = path.read_bytes()
+            images = load_images(data, name=path.name, settings=settings)
+            load_ms = (time.perf_counter() - t0) * 1e3
+            rid = receipt_id_for(data)
+            for page_no, res in enumerate(ocr(images), 1):
+                page_rid = rid if len(images) == 1 else f"{rid}-p{page_no}"
+                pending.append((res, page_rid, {"path": str(path)}, load_ms))
+        except SocratextError as exc:
+            failures.append(Failure(str(path), exc.code, exc.message))
+        except OSError as exc:
+            failures.append(Failure(str(path), "not_found" if not path.exists() else "io_error", str(exc)))
+        if len(pending) >= batch_size:
+            flush()
+        if progress is not None:
+            progress(n)  # type: ignore[operator]
+    flush()
+    return receipts, failures
+
+
+def extract(images: Sequence[Image.Image], extractor: Extractor | str | None = None,
+            settings: Settings | None = None, receipt_ids: Sequence[str] | None = None) -> list[Receipt]:
+    """The library entry point on in-memory images (a batch): `socratext.extract([img, ...])`."""
+    settings = settings or get_settings()
+    ext = extractor if not isinstance(extractor, str | None) else load_extractor(extractor, settings)
+    results = OcrStage(settings)(images)
+    ids = list(receipt_ids) if receipt_ids is not None else [
+        receipt_id_for(img.tobytes()) for img in images]
+    return ExtractStage(ext, settings)([r.page for r in results], [r.image for r in results], ids,
+                                       [{"path": f"<memory:{i}>"} for i in range(len(images))])

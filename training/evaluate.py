@@ -1,0 +1,210 @@
+"""End-to-end evaluation: image → Tesseract → extractor → fields, per-field precision / recall / F1.
+
+    python -m training.evaluate --dataset synthetic --n 100 --extractors rules,default
+    python -m training.evaluate --dataset sroie --extractors rules,default --out bench/results/eval_sroie.json
+
+OCR runs once per image and is shared by every extractor compared, so the table compares extractors on
+exactly the same words. Held-out sets: synthetic seeds from 900000 on (training never uses them), and the
+last 20 % of SROIE stems in sorted order (`../shared/data/sroie`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from socratext.fields.normalize import parse_amount, parse_date
+from socratext.settings import REPO_ROOT
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SROIE_DIR = SHARED_DATA / "sroie"
+HELD_OUT_SYNTH_SEED = 900000
+SROIE_FIELDS = {"company": "merchant_name", "address": "merchant_address", "date": "date", "total": "total"}
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def sroie_held_out(root: Path = SROIE_DIR) -> list[str]:
+    """The fixed SROIE held-out split: the last 20 % of the sorted stems (training uses the rest)."""
+    stems = sorted(p.stem for p in (root / "img").glob("*.jpg"))
+    return stems[int(0.8 * len(stems)):]
+
+
+def sroie_gold(stem: str, root: Path = SROIE_DIR) -> dict[str, str]:
+    """SROIE key fields in the output contract's form (date ISO, total decimal, texts as written)."""
+    key = json.loads((root / "key" / f"{stem}.json").read_text())
+    gold = {}
+    for src, dst in SROIE_FIELDS.items():
+        raw = str(key.get(src, "")).strip()
+        if not raw:
+            continue
+        value = {"date": parse_date, "total": parse_amount}.get(src, lambda s: s)(raw)
+        if value:
+            gold[dst] = value
+    return gold
+
+
+@dataclass
+class Sample:
+    name: str
+    image: Image.Image
+    gold: dict[str, str]
+
+
+def iter_sroie(n: int | None = None) -> Iterator[Sample]:
+    for stem in sroie_held_out()[:n]:
+        with Image.open(SROIE_DIR / "img" / f"{stem}.jpg") as im:
+            yield Sample(stem, im.convert("RGB"), sroie_gold(stem))
+
+
+def iter_synthetic(n: int) -> Iterator[Sample]:
+    from training.synth.generator import generate_receipt
+
+    for i in range(n):
+        r = generate_receipt(HELD_OUT_SYNTH_SEED + i, degrade=True)
+        yield Sample(f"synth-{HELD_OUT_SYNTH_SEED + i}", r.image, dict(r.fields))
+
+
+def same(field_name: str, pred: str, gold: str) -> bool:
+    """Exact match after whitespace normalisation (texts also compared case-insensitively)."""
+    if field_name in ("merchant_name", "merchant_address"):
+        return _squash(pred).upper() == _squash(gold).upper()
+    return _squash(pred) == _squash(gold)
+
+
+@dataclass
+class Counts:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def add(self, pred: str | None, gold: str | None, ok: bool) -> None:
+        if pred is not None and gold is not None and ok:
+            self.tp += 1
+            return
+        if pred is not None:
+            self.fp += 1
+        if gold is not None:
+            self.fn += 1
+
+    def prf(self) -> tuple[float, float, float]:
+        p = self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+        r = self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+        return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+@dataclass
+class Score:
+    fields: list[str]
+    counts: dict[str, Counts] = field(default_factory=dict)
+    receipts: int = 0
+    date_and_total: int = 0
+    model_ms: list[float] = field(default_factory=list)
+
+    def update(self, pred: dict[str, str], gold: dict[str, str], model_ms: float) -> None:
+        self.receipts += 1
+        self.model_ms.append(model_ms)
+        for f in self.fields:
+            p, g = pred.get(f), gold.get(f)
+            self.counts.setdefault(f, Counts()).add(p, g, p is not None and g is not None and same(f, p, g))
+        if all(f in gold and f in pred and same(f, pred[f], gold[f]) for f in ("date", "total")):
+            self.date_and_total += 1
+
+    def table(self) -> dict[str, object]:
+        per = {f: dict(zip(("precision", "recall", "f1"), (round(v, 4) for v in c.prf())))
+               for f, c in self.counts.items()}
+        total = Counts(sum(c.tp for c in self.counts.values()), sum(c.fp for c in self.counts.values()),
+                       sum(c.fn for c in self.counts.values()))
+        p, r, f1 = total.prf()
+        ms = sorted(self.model_ms)
+        return {"receipts": self.receipts, "per_field": per,
+                "micro": {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4)},
+                "date_and_total_exact": round(self.date_and_total / max(self.receipts, 1), 4),
+                "model_ms_per_receipt_median": round(ms[len(ms) // 2], 2) if ms else None}
+
+
+def evaluate(samples: Iterator[Sample], extractors: dict[str, object], fields: list[str],
+             on_sample: Callable[[int], None] | None = None) -> dict[str, dict[str, object]]:
+    """Run OCR once per sample, then every extractor on the same words; return one table per extractor."""
+    from socratext.pipeline import ExtractStage, OcrStage
+
+    ocr = OcrStage()
+    stages = {name: ExtractStage(ext) for name, ext in extractors.items()}  # type: ignore[arg-type]
+    scores = {name: Score(fields) for name in extractors}
+    for i, s in enumerate(samples, 1):
+        res = ocr([s.image])[0]
+        for name, stage in stages.items():
+            rec = stage([res.page], [res.image], [s.name], [{"path": s.name}])[0]
+            pred = {k: v.value for k, v in rec.fields.items()}
+            scores[name].update(pred, s.gold, rec.timings_ms.get("model", 0.0))
+        if on_sample:
+            on_sample(i)
+    return {name: sc.table() for name, sc in scores.items()}
+
+
+def print_tables(results: dict[str, dict[str, object]], title: str) -> None:
+    names = list(results)
+    fields = list(next(iter(results.values()))["per_field"])  # type: ignore[arg-type]
+    print(f"\n{title}")
+    head = f"{'field':<18}" + "".join(f"{n + ' P/R/F1':>26}" for n in names)
+    print(head)
+    print("-" * len(head))
+    for f in fields + ["micro"]:
+        row = f"{f:<18}"
+        for n in names:
+            d = results[n]["micro"] if f == "micro" else results[n]["per_field"][f]  # type: ignore[index]
+            row += f"{d['precision']:>10.3f}{d['recall']:>8.3f}{d['f1']:>8.3f}"
+        print(row)
+    for n in names:
+        r = results[n]
+        print(f"{n}: {r['receipts']} receipts, date+total exact {r['date_and_total_exact']:.1%}, "
+              f"model ms/receipt (median) {r['model_ms_per_receipt_median']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=["synthetic", "sroie"], default="synthetic")
+    ap.add_argument("--n", type=int, default=None, help="number of receipts (synthetic default 100)")
+    ap.add_argument("--extractors", default="rules,default",
+                    help="comma-separated: rules, default, or model directories")
+    ap.add_argument("--out", type=Path, default=None, help="write the tables as JSON here")
+    args = ap.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from socratext.labels import FIELDS
+    from socratext.pipeline import load_extractor
+
+    extractors = {name: load_extractor(name) for name in args.extractors.split(",")}
+    if args.dataset == "sroie":
+        if not SROIE_DIR.exists():
+            print(f"no SROIE data at {SROIE_DIR}", file=sys.stderr)
+            return 2
+        n = args.n or len(sroie_held_out())
+        samples, fields = iter_sroie(n), list(SROIE_FIELDS.values())
+    else:
+        n = args.n or 100
+        samples, fields = iter_synthetic(n), list(FIELDS)
+    t0 = time.perf_counter()
+    with tqdm(total=n, desc=f"evaluate {args.dataset}", file=sys.stderr) as bar:
+        results = evaluate(samples, extractors, fields, on_sample=lambda i: bar.update(1))
+    print_tables(results, f"{args.dataset}: end-to-end per-field precision / recall / F1 ({n} held-out)")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"dataset": args.dataset, "n": n, "seconds": time.perf_counter() - t0,
+                                        "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
