@@ -45,6 +45,18 @@ def extract(
     raise typer.Exit(1 if failures else 0)
 
 
+def _mount() -> None:
+    """Attach the stack and streaming commands, which live beside the code they drive."""
+    from socratext.cli_stack import stack_app
+    from socratext.cli_stream import register
+
+    app.add_typer(stack_app, name="stack")
+    register(app)
+
+
+_mount()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
