@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 APT_PACKAGES=(tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng fonts-dejavu-core fonts-dejavu-extra
-              fonts-liberation maven)
+              fonts-liberation maven prometheus docker-compose)
 command -v java >/dev/null 2>&1 || APT_PACKAGES+=(default-jre-headless)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,4 +1,4 @@
-"""`socratext` command line: `extract` here; the stack and streaming commands are mounted from their modules."""
+"""`socratext` command line: `extract` here; stack and streaming commands are mounted from their modules."""
 
 from __future__ import annotations
 

@@ -102,7 +102,7 @@ class ExtractStage:
         model_ms = (time.perf_counter() - t0) * 1e3 / max(len(pages), 1)
         model = {"name": self.extractor.name, "version": self.extractor.version}
         receipts = []
-        for page, labs, rid, src in zip(pages, labels, receipt_ids, sources):
+        for page, labs, rid, src in zip(pages, labels, receipt_ids, sources, strict=True):
             t1 = time.perf_counter()
             rec = assemble_receipt(page, labs, receipt_id=rid, source=src, model=model,
                                    review_threshold=self.settings.review_threshold)
@@ -148,7 +148,7 @@ def extract_files(paths: Sequence[str | Path], extractor: Extractor | str | None
         except Exception as exc:  # a model failure must not lose the batch's identity
             failures.extend(Failure(p[2]["path"], "model_failed", str(exc)) for p in pending)
         else:
-            for rec, (res, _, _, load_ms) in zip(recs, pending):
+            for rec, (res, _, _, load_ms) in zip(recs, pending, strict=True):
                 rec.timings_ms = {"load": load_ms, **res.timings_ms, **rec.timings_ms}
                 rec.timings_ms["total"] = sum(rec.timings_ms.values())
                 receipts.append(rec)

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     batch_size: int = 8
     batch_window_s: float = 0.5
     metrics_port: int = 9464
+    worker_threads: int = 0  # 0 = min(4, CPU count)
+    ocr_concurrency: int = 1
+    commit_every: int = 10
+    commit_interval_s: float = 1.0
+    kafka_session_timeout_s: float = 10.0
 
 
 @lru_cache(maxsize=1)

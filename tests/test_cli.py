@@ -37,7 +37,7 @@ def test_extract_prints_contract_json_lines(receipt_files: tuple[list[Path], lis
     assert res.exit_code == 0, res.output
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
     assert len(lines) == 2
-    for rec, gold, path in zip(lines, golds, paths):
+    for rec, gold, path in zip(lines, golds, paths, strict=True):
         assert rec["source"] == {"path": str(path)}
         assert rec["model"]["name"] == "rules"
         assert rec["fields"]["total"]["value"] == gold["total"]

@@ -121,7 +121,7 @@ class Score:
             self.date_and_total += 1
 
     def table(self) -> dict[str, object]:
-        per = {f: dict(zip(("precision", "recall", "f1"), (round(v, 4) for v in c.prf())))
+        per = {f: dict(zip(("precision", "recall", "f1"), (round(v, 4) for v in c.prf()), strict=False))
                for f, c in self.counts.items()}
         total = Counts(sum(c.tp for c in self.counts.values()), sum(c.fp for c in self.counts.values()),
                        sum(c.fn for c in self.counts.values()))
