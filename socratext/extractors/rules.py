@@ -1,0 +1,644 @@
+"""The rules extractor: labels OCR words with keywords, regexes and position on the receipt.
+
+It needs no model, so it is the fallback when no layout model is installed and the baseline that
+every trained model must beat. It reads the page as visual rows (OCR lines that sit at the same
+height are merged, so that `TOTAL` on the left and `12,50` far to the right belong together, which
+Tesseract and the SROIE boxes often split), then:
+
+- header: merchant name = first non-trivial row(s) at the top, address = the following street /
+  postcode rows; SIRET and VAT numbers by keyword + checksum;
+- date / time anywhere by regex (a `DATE` keyword breaks ties);
+- total = the amount of a TOTAL / NET A PAYER / GRAND TOTAL... row (not TOTAL HT, SOUS-TOTAL, TOTAL TVA...);
+- VAT table rows (rate + base + amount) and the VAT total;
+- items = rows with amounts between the header and the total (a name row followed by a prices-only row
+  is one item); payment method and currency by keyword.
+
+Probabilities are constants that reflect how often each rule is right (0.9 keyword + strict regex,
+0.6 weaker evidence), so that field assembly's confidence and review flag stay meaningful.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from statistics import median
+
+from PIL import Image
+
+from socratext.document import OcrPage, WordLabel
+from socratext.fields.checks import item_consistent, vat_line_consistent
+from socratext.fields.normalize import (
+    find_amounts,
+    find_dates,
+    find_payment_method,
+    find_times,
+    fold,
+    parse_currency,
+    parse_quantity,
+    parse_rate,
+    parse_vat_number,
+    siret_is_valid,
+)
+from socratext.fields.rows import build_rows
+from socratext.labels import OTHER
+
+# ----------------------------------------------------------------------------------------- keywords
+
+TOTAL_KW = re.compile(
+    r"\bTOTAL\b|\bTOTA[l1I]\b|\bA PAYER\b|\bMONTANT DU\b|\bMONTANT TTC\b|\bNET A PAYER\b|\bAMOUNT DUE\b|"
+    r"\bTOTAL DUE\b|\bDUE\b|\bGRAND TOTAL\b|\bNETT?\b|\bTTC\b|\bA REGLER\b|\bTOTAL A PAYER\b|\bSOMME DUE\b"
+)
+STRONG_TOTAL_KW = re.compile(
+    r"A PAYER|MONTANT DU|ROUNDED|ROUNDING ADJ|\bNETT? TOTAL|GRAND TOTAL|AMOUNT DUE|TOTAL DUE|A REGLER|"
+    r"TOTAL TTC|TOTAL \(?INCL|TOTAL PAYABLE|TOTAL EUR|TOTAL AMOUNT|SOMME DUE"
+)
+NOT_TOTAL_KW = re.compile(
+    r"SOUS[- ]?TOTA|S/TOTAL|S-TOTAL|SUB[- ]?TOTAL|STOTAL|TOTAL\s*H\.?T|\bHT\b|\bH\.T\b|TOTAL\s*T\.?V\.?A|"
+    r"T\.?V\.?A\.?\s*TOTAL|TOTAL\s*(?:QTY|QTE|QUANTITY|ITEMS?|ARTICLES?|ART|PCS|UNITS?|POINTS?|REMISES?|"
+    r"ECONOMIES?|DISCOUNTS?|SAVINGS?|GST|TAX|EXCL|SST)|NB\.? ?ART|TOTAL INCLUDES|INCLUDED IN TOTAL|"
+    r"EXCLUDING|\bEXCL\b|\bINCLUDED\b|\bRENDU\b|\bCHANGE\b|\bTENDERED\b|\bCASH\b|\bESPECES\b|\bMONNAIE\b|\bPAID\b|"
+    r"\bREMISE\b|\bFIDELITE\b|\bCAGNOTTE\b|\bPOINTS?\b"
+)
+VAT_TOTAL_KW = re.compile(
+    r"TOTAL\s*T\.?V\.?A|T\.?V\.?A\.?\s*TOTAL|MONTANT\s*T\.?V\.?A|DONT\s*T\.?V\.?A|TOTAL\s*(?:GST|TAX|SST)|"
+    r"(?:GST|SST|TAX)\s*(?:TOTAL|PAYABLE|AMOUNT)|TOTAL INCLUDES .*GST|GST .*INCLUDED|INCLUDED GST|TOTAL TAXES"
+)
+VAT_KW = re.compile(r"\bT\.?V\.?A\b|\bGST\b|\bSST\b|\bTAUX\b|\bTAX\b|\bHT\b|\bTTC\b")
+DATE_KW = re.compile(r"\bDATE\b|\bLE\b|\bDU\b|\bDATED\b")
+SKIP_HEADER = re.compile(
+    r"TICKET|BIENVENUE|WELCOME|\bTEL\b|\bTEL\.|T[EÉ]L[EÉ]PHONE|PHONE|\bFAX\b|CAISSE|DUPLICATA|FACTURE|"
+    r"INVOICE|RECEIPT|\bRECU\b|\bMERCI\b|THANK|SIRET|\bSIREN\b|\bTVA\b|\bRCS\b|\bNAF\b|\bAPE\b|\bGST\b|"
+    r"CO[- .]?REG|\bREG\b|COMPANY NO|ROC NO|WWW\.|HTTP|@|\bCOPY\b|\bORIGINAL\b|CLIENT|\bVENDEUR\b|"
+    r"^\W*(?:CO\.?\s*NO\.?|ROC|COMPANY)?[\s.:]*\(?[A-Z]{0,2}\d{3,}[\s-]*[A-Z]?\)?\W*$|"
+    r"\bHOTE\b|\bSERVEUR\b|\bTABLE\s*(?:N\W*)?\d|\bCOUVERTS?\b|FORMERLY|LICENSEE|^\W*[A-Z]?\W*$|BONJOUR|\bOPEN\b|"
+    r"\bOUVERT\b|HORAIRES|CAPITAL|\bDU LUNDI\b|MAGASIN\s*N|\bSTORE\s*#|VOTRE\b|\bMAGASIN\b\s*:"
+)
+COMPANY_KW = re.compile(r"\bSDN\.?\s*B|\bBHD\b|\bS/B\b|\bENTERPRISE\b|\bTRADING\b|\bPLT\b")
+# (Malaysian company names carry their legal form; a French SAS/SARL line is the operator, not the shop.)
+STREET_KW = re.compile(
+    r"\b(?:RUE|AVENUE|AV|BOULEVARD|BD|BLD|PLACE|PL|QUAI|ROUTE|RTE|CHEMIN|CHE|ALLEE|COURS|IMPASSE|"
+    r"ZAC|ZI|ZA|ZONE|CENTRE COMMERCIAL|C\.?C|GALERIE|PARC|CHAUSSEE|FAUBOURG|FBG|LIEU[- ]DIT|"
+    r"LOT|JALAN|JLN|NO|TAMAN|LORONG|KAWASAN|BANGUNAN|LEVEL|BLOCK|BLOK|WISMA|PLAZA|MENARA|PERSIARAN|"
+    r"LEBUH|BATU|KM|KG|KAMPUNG|SEKSYEN|BANDAR|PUSAT|INDUSTRIAL|PERINDUSTRIAN|SUITE|FLOOR|FLR|TINGKAT|UNIT|"
+    r"BLK|MALL|SHOPPING CENTRE|CENTRE|SECTION)\b\.?"
+)
+STREET_NUMBER = re.compile(r"^\s*\d{1,4}\s?(?:BIS|TER|,)?\s+[A-Z]")
+POSTCODE = re.compile(r"(?<![\d.,/-])\d{5}(?![\d.,/]\d|\d)")
+POSTCODE_CITY = re.compile(r"(?<![\d.,/-])(?:F-)?\d{5}\s+(?:CEDEX\s)?[A-Z][A-Z'-]+")
+MY_STATES = re.compile(
+    r"^(?:\W*(?:SELANGOR|JOHOR|KUALA LUMPUR|W\.?P\.? KUALA LUMPUR|PULAU PINANG|PENANG|PERAK|KEDAH|KELANTAN|"
+    r"TERENGGANU|PAHANG|MELAKA|MALACCA|NEGERI SEMBILAN|SABAH|SARAWAK|PERLIS|PUTRAJAYA|LABUAN|"
+    r"SELANGOR DARUL EHSAN|JOHOR DARUL TAKZIM|DARUL EHSAN|DARUL TAKZIM|WILAYAH PERSEKUTUAN(?: KUALA LUMPUR)?|"
+    r"MALAYSIA|FRANCE)\W*)+$"
+)
+PHONE = re.compile(r"(?:\+?\d{1,3}[ .-]?)?(?:\(?0\d\)?[ .-]?)\d{2,4}(?:[ .-]?\d{2,4}){2,4}")
+ITEM_HEADER = re.compile(r"DESIGNATION|\bQTE\b|\bQTY\b|\bPRIX\b|\bARTICLES?\b|\bDESCRIPTION\b|\bITEM\b|"
+                         r"\bLIBELLE\b|\bAMOUNT\b|\bAMT\b|\bU/P\b|\bPRICE\b|\bMONTANT\b")
+NOT_ITEM = re.compile(
+    r"TOTAL|T\.?V\.?A|\bHT\b|\bTTC\b|\bGST\b|\bSST\b|\bTAX\b|\bCB\b|CARTE BANCAIRE|ESPECES|\bCASH\b|RENDU|"
+    r"\bCHANGE\b|MONNAIE|\bPAYER\b|\bVISA\b|ROUNDING|ARRONDI|\bTENDERED\b|PAYMENT|PAIEMENT|\bSIRET\b|"
+    r"\bDATE\b|\bTEL\b|\bSOLDE\b|\bMERCI\b|\bNETT?\b|\bDUE\b|SANS CONTACT|\bARTICLES?\b\s*:"
+)
+LOYALTY = re.compile(r"FIDELITE|LOYALTY|MEMBER|\bCLUB\b|POINTS|CAGNOTTE")
+AMOUNT_ONLY = re.compile(r"[^A-Z]*(?:RM|EUR|MYR|E)?[^A-Z]*")
+REG_NUMBER = re.compile(r"\s\(\s*(?:CO\.?\s*(?:NO|REG)\.?\s*:?\s*)?[A-Z]{0,2}\d{3,}[\s-]*[A-Z]?\s*\)\s*$")
+CURRENCY_WORD = re.compile(r"^(?:€|EUR|EUROS?|RM|MYR|\$|USD|£|GBP|CHF)$")
+QTY_X_PRICE = re.compile(
+    r"(?<![\w.,])(?P<q>\d{1,4}(?:[.,]\d{1,3})?)\s?(?P<u>KG|G|L|PCS?|U)?\s?[X*]\s?"
+    r"(?P<p>(?:€|RM)?\s?\d+[.,]\d{2,3})(?:\s?(?:€|EUR))?(?:\s?/\s?(?:KG|L|U|PC))?"
+)
+LEAD_QTY = re.compile(r"^(?P<q>\d{1,2}(?:[.,]\d{1,3}\s?(?:KG|G)?)?)\s?(?:X\s)?(?=[A-Z])")
+VAT_CODE_RATE = re.compile(r"^\W*(?:TVA\s*)?(?:[A-F]|T\d|\d)?\W*\s(?P<r>\d{1,2}(?:[.,]\d{1,2})?)\s")
+PCT = re.compile(r"(?<![\d.,])(?P<r>\d{1,2}(?:\s?[.,:]\s?\d{1,2})?)\s?%")  # OCR: "20, 00%", "5:5%"
+
+SLIP_AMOUNT = re.compile(r"\bMONTANT\b\s*:?\s*(?:EUR|€)?\s*\d")  # the card slip's "MONTANT : 12,50 EUR"
+SMALL_WORDS = frozenset({"de", "la", "du", "le", "les", "des", "et", "sur", "en", "au", "aux"})
+
+P_STRONG, P_GOOD, P_WEAK = 0.9, 0.8, 0.6
+
+_Cand = tuple[int, str, int, list[int], float]  # total candidate: (priority, value, row, words, probability)
+
+
+class _Labeller:
+    """Labels of one page, filled rule by rule; a word keeps the first label it is given."""
+
+    def __init__(self, page: OcrPage, today: dt.date | None) -> None:
+        self.page = page
+        self.rows = build_rows(page)
+        self.labels: list[WordLabel] = [WordLabel(OTHER, 1.0) for _ in page.words]
+        self.today = today or dt.date.today()
+        self.amounts = [find_amounts(r.text) for r in self.rows]
+        self.used_rows: set[int] = set()
+        heights = sorted(w.box[3] - w.box[1] for w in page.words)
+        self.median_height = heights[len(heights) // 2] if heights else 0
+
+    def set(self, words: list[int], label: str, prob: float) -> None:
+        for w in words:
+            if self.labels[w].label == OTHER:
+                self.labels[w] = WordLabel(label, prob)
+
+    def free(self, words: list[int]) -> bool:
+        return all(self.labels[w].label == OTHER for w in words)
+
+    # ------------------------------------------------------------------ identifiers, date, time
+
+    def identifiers(self) -> None:
+        for r, row in enumerate(self.rows):
+            for m in re.finditer(r"(?<!\d)\d(?:[ .]?\d){13}(?!\d)", row.folded):
+                digits = re.sub(r"\D", "", m.group(0))
+                if siret_is_valid(digits):
+                    keyword = bool(re.search(r"SIRE[TN]|\bSIR\b", row.folded))
+                    self.set(row.words_in(m.start(), m.end()), "siret", P_STRONG if keyword else P_WEAK)
+                    self.used_rows.add(r)
+            for m in re.finditer(r"(?<![A-Z])(?:FR|[A-Z]{2})\s?[0-9A-Z]{2}\s?\d{3}\s?\d{3}\s?\d{3}(?!\d)",
+                                 row.folded):
+                if parse_vat_number(m.group(0)):
+                    keyword = bool(re.search(r"T\.?V\.?A|VAT|INTRA|\bTUA\b|\bIVA\b", row.folded))
+                    self.set(row.words_in(m.start(), m.end()), "vat_number", P_STRONG if keyword else P_GOOD)
+                    self.used_rows.add(r)
+
+    def date_time(self) -> None:
+        best: tuple[float, int, int, int] | None = None  # (score, row, start, end)
+        for r, row in enumerate(self.rows):
+            for s, e, iso in find_dates(row.text):
+                d = dt.date.fromisoformat(iso)
+                if d < dt.date(2000, 1, 1):
+                    continue  # "RUE DU 8 MAI 1945"
+                future = d > self.today + dt.timedelta(days=1)  # implausible, yet better than nothing
+                score = ((0.2 if future else 1.0) + (0.5 if DATE_KW.search(row.folded[:s]) else 0.0)
+                         + (0.3 if find_times(row.text) else 0.0))
+                if best is None or score > best[0]:
+                    best = (score, r, s, e)
+        if best is not None:
+            _, r, s, e = best
+            words = self.rows[r].words_in(s, e)
+            if self.free(words):
+                self.set(words, "date", P_STRONG if best[0] > 1.0 else 0.85)
+        rows = ([best[1]] if best else []) + list(range(len(self.rows)))
+        for r in rows:
+            row = self.rows[r]
+            for s, e, _ in find_times(row.text):
+                words = row.words_in(s, e)
+                if self.free(words):
+                    self.set(words, "time", P_STRONG if best and r == best[1] else 0.75)
+                    return
+
+    # ------------------------------------------------------------------ totals and VAT
+
+    def total(self) -> int | None:
+        """Label the total; return its row (the end of the items region)."""
+        cands: list[_Cand] = []
+        for r, row in enumerate(self.rows):
+            f = row.folded
+            if not TOTAL_KW.search(f) or NOT_TOTAL_KW.search(f) or VAT_TOTAL_KW.search(f):
+                continue
+            strong = bool(STRONG_TOTAL_KW.search(f))
+            kw_end = max(m.end() for m in TOTAL_KW.finditer(f))
+            found = [a for a in find_amounts(row.text, space_groups=True) if a[0] >= kw_end - 1]
+            if found:
+                s, e, value = found[-1]
+                # "TOTAL 10.94 0.66" (a tax summary) is less likely the amount due than "TOTAL 11.60"
+                priority = (2 if strong else 1) - (1 if len(found) > 1 else 0)
+                cands.append((priority, value, r, row.words_in(s, e), P_STRONG if priority > 0 else P_GOOD))
+                continue
+            # Label on this row, value on the next one (narrow receipts, SROIE two-column layouts) or just
+            # above it.
+            for r2 in (r + 1, r + 2, r - 1):
+                if 0 <= r2 < len(self.rows) and AMOUNT_ONLY.fullmatch(self.rows[r2].folded):
+                    nxt = find_amounts(self.rows[r2].text, space_groups=True)
+                    if len(nxt) == 1:
+                        s, e, value = nxt[0]
+                        cands.append((2 if strong else 1, value, r2, self.rows[r2].words_in(s, e), 0.75))
+                        break
+        if not cands:
+            return self._total_fallback()
+        top = max(c[0] for c in cands)
+        chosen = max((c for c in cands if c[0] == top), key=lambda c: (float(c[1]), c[2]))
+        chosen = self._rounded(chosen)
+        value_words = [w for w in chosen[3] if not self._currency_word(w)]
+        self.set(value_words or chosen[3], "total", chosen[4])
+        self._currency_near(chosen[2], P_GOOD)
+        first_total_row = min(c[2] for c in cands)
+        return min(first_total_row, chosen[2])
+
+    def _rounded(self, chosen: _Cand) -> _Cand:
+        """`TOTAL 60.31` / `ROUNDING ADJ -0.01` / `RM 60.30`: the amount due is the rounded one."""
+        r = chosen[2]
+        for k in range(r + 1, min(r + 3, len(self.rows))):
+            if not re.search(r"ROUNDING|ARRONDI|ROUNDED", self.rows[k].folded):
+                continue
+            for r2 in range(k + 1, min(k + 3, len(self.rows))):
+                f = self.rows[r2].folded
+                found = find_amounts(self.rows[r2].text)
+                if len(found) == 1 and (AMOUNT_ONLY.fullmatch(f) or TOTAL_KW.search(f)):
+                    s, e, value = found[0]
+                    if abs(float(value) - float(chosen[1])) < 0.1:
+                        return (chosen[0], value, r2, self.rows[r2].words_in(s, e), P_GOOD)
+            break
+        return chosen
+
+    def _total_fallback(self) -> int | None:
+        """No TOTAL row: a SUB-TOTAL, else the largest amount that is not cash handed over or change."""
+        for r, row in enumerate(self.rows):
+            if re.search(r"SOUS[- ]?TOTAL|SUB[- ]?TOTAL|S/TOTAL", row.folded) and self.amounts[r]:
+                s, e, _ = self.amounts[r][-1]
+                self.set(row.words_in(s, e), "total", 0.5)
+                return r
+        best: tuple[float, int, int, int] | None = None
+        for r, found in enumerate(self.amounts):
+            if LOYALTY.search(self.rows[r].folded) or re.search(r"RENDU|CHANGE|TENDERED|CASH|ESPECES|MONNAIE",
+                                                                  self.rows[r].folded):
+                continue
+            for s, e, v in found:
+                if best is None or float(v) > best[0]:
+                    best = (float(v), r, s, e)
+        if best is None:
+            return None
+        _, r, s, e = best
+        self.set(self.rows[r].words_in(s, e), "total", 0.4)
+        return r
+
+    def _currency_word(self, w: int) -> bool:
+        return bool(CURRENCY_WORD.match(fold(self.page.words[w].text).strip(".:")))
+
+    def _currency_near(self, r: int, prob: float) -> None:
+        row = self.rows[r]
+        for w in row.words:
+            if self._currency_word(w) and self.free([w]):
+                self.set([w], "currency", prob)
+                return
+
+    def vat(self, total_row: int | None) -> None:
+        for r, row in enumerate(self.rows):
+            f = row.folded
+            found = [a for a in find_amounts(row.text, space_groups=VAT_KW.search(f) is not None or
+                                             PCT.search(f) is not None)
+                     if self.free(row.words_in(a[0], a[1]))]
+            if not found:
+                continue
+            pct = [m for m in PCT.finditer(f) if not any(s <= m.start() < e for s, e, _ in found)]
+            if VAT_TOTAL_KW.search(f) and len(found) <= 2 and (not pct or re.search(r"TOTAL|INCLUDED", f)):
+                s, e, _ = found[-1]
+                self.set(row.words_in(s, e), "vat_total", P_GOOD)
+                continue
+            if pct and len(found) == 1 and re.search(r"T\.?V\.?A|GST|TAX", f):
+                # "Dont TVA 5,5 % = 0,41": one rate and its VAT amount, no base
+                rate = parse_rate(pct[0].group(0))
+                if rate is not None:
+                    self.set(row.words_in(pct[0].start(), pct[0].end()), "vat_rate", P_GOOD)
+                    self.set(row.words_in(found[0][0], found[0][1]), "vat_amount", P_GOOD)
+                    self.used_rows.add(r)
+                continue
+            rate_span = None
+            if pct:
+                rate_span = (pct[0].start(), pct[0].end(), parse_rate(pct[0].group(0)))
+            else:
+                # "T1 20,00 6,67 1,33 8,00", "A 5,5 10,00 0,55": a code then a bare rate then amounts
+                m = VAT_CODE_RATE.match(f + " ")
+                if m and len(found) >= 2 and (VAT_KW.search(f) or self._vat_header_above(r)):
+                    rate_span = (m.start("r"), m.end("r"), parse_rate(m.group("r")))
+            if rate_span is None or rate_span[2] is None or len(found) < 2:
+                if VAT_KW.search(f) and re.search(r"\bT\.?V\.?A\b|\bGST\b|\bTAX\b", f) and len(found) == 1 \
+                        and not TOTAL_KW.search(f.replace("TVA", "")) and not PCT.search(f):
+                    s, e, _ = found[0]
+                    self.set(row.words_in(s, e), "vat_total", P_WEAK)
+                continue
+            rate = rate_span[2]
+            after = [a for a in found if a[0] >= rate_span[1]] or found
+            base, amount = self._vat_pair(rate, after)
+            if base is None and amount is None:
+                continue
+            self.set(row.words_in(rate_span[0], rate_span[1]), "vat_rate", P_GOOD)
+            if base is not None:
+                self.set(row.words_in(base[0], base[1]), "vat_base", P_GOOD)
+            if amount is not None:
+                self.set(row.words_in(amount[0], amount[1]), "vat_amount", P_GOOD)
+            self.used_rows.add(r)
+
+    def reconcile_total(self, total_row: int | None) -> None:
+        """Check the labelled total against independent evidence printed elsewhere: the amount paid by
+        card / cheque / voucher and the card slip's MONTANT equal the total, so does the VAT table's sum.
+        An OCR misread (`242,12` for `242,72`) or a lost TOTAL amount is replaced by the amount that the
+        evidence agrees on."""
+        current = [i for i, lab in enumerate(self.labels) if lab.label == "total"]
+        cur_value = self._value_of(current)
+        evidence: dict[str, list[list[int]]] = {}
+        for r in range(total_row if total_row is not None else 0, len(self.rows)):
+            row = self.rows[r]
+            f = row.folded
+            method = find_payment_method(f)
+            paid = method is not None and method[2] != "cash" and not LOYALTY.search(f)
+            if not (paid or SLIP_AMOUNT.search(f)):
+                continue
+            for s, e, v in find_amounts(row.text, space_groups=True):
+                words = row.words_in(s, e)
+                if all(self.labels[w].label in (OTHER, "total") for w in words):
+                    evidence.setdefault(v, []).append(words)
+        vat_sum = self._vat_sum()
+        if vat_sum is not None:
+            evidence.setdefault(vat_sum, []).append([])
+        if cur_value is not None and cur_value in evidence:
+            return
+        weak = not current or max(self.labels[i].probability for i in current) <= 0.5
+        ranked = sorted(((len(ws), v) for v, ws in evidence.items() if any(ws)), reverse=True)
+        if not ranked or ranked[0][0] < (1 if weak else 2):
+            return
+        value = ranked[0][1]
+        words = next(ws for ws in evidence[value] if ws)
+        for i in current:
+            self.labels[i] = WordLabel(OTHER, 1.0)
+        self.set(words, "total", P_GOOD if len(evidence[value]) > 1 else P_WEAK)
+
+    def _value_of(self, words: list[int]) -> str | None:
+        if not words:
+            return None
+        found = find_amounts(" ".join(self.page.words[w].text for w in words), space_groups=True)
+        return found[-1][2] if found else None
+
+    def _vat_sum(self) -> str | None:
+        """The total the VAT table implies: Σ (base + VAT) for bases printed excl. tax, Σ base for bases
+        printed incl. tax (told apart by base × rate ≈ VAT)."""
+        total = Decimal(0)
+        seen = False
+        for row in self.rows:
+            parts: dict[str, str | None] = {}
+            for w in row.words:
+                lab = self.labels[w].label
+                if lab in ("vat_rate", "vat_base", "vat_amount") and lab not in parts:
+                    text = self.page.words[w].text
+                    parts[lab] = parse_rate(text) if lab == "vat_rate" else self._value_of([w])
+            if "vat_base" not in parts:
+                continue
+            base, amount, rate = parts.get("vat_base"), parts.get("vat_amount"), parts.get("vat_rate")
+            if base is None or amount is None:
+                return None
+            seen = True
+            b, a = Decimal(base), Decimal(amount)
+            excl = rate is None or abs(b * Decimal(rate) / 100 - a) <= Decimal("0.02")
+            total += b + (a if excl else 0)
+        return f"{total:.2f}" if seen else None
+
+    def _vat_header_above(self, r: int) -> bool:
+        return any(VAT_KW.search(self.rows[k].folded) for k in range(max(0, r - 3), r))
+
+    @staticmethod
+    def _vat_pair(rate: str, found: list[tuple[int, int, str]],
+                  ) -> tuple[tuple[int, int, str] | None, tuple[int, int, str] | None]:
+        """Which of the row's amounts are the base and the VAT amount (base × rate ≈ amount)."""
+        for i, b in enumerate(found):
+            for a in found[i + 1:] + found[:i]:
+                if a is not b and vat_line_consistent(rate, b[2], a[2]) and float(a[2]) < float(b[2]):
+                    return b, a
+        if len(found) >= 2 and float(found[1][2]) < float(found[0][2]):
+            return found[0], found[1]
+        if found:
+            return found[0], None  # "20,00% 26,35 ?? 31,62": the VAT amount is unreadable, the TTC is not it
+        return None, None
+
+    # ------------------------------------------------------------------ header: merchant and address
+
+    def header(self, limit_row: int) -> int:
+        """Merchant name and address at the top; return the last header row."""
+        top = min(limit_row, 12, len(self.rows))
+        name_rows: list[int] = []
+        address_start: int | None = None
+        first_postcode = next((r for r in range(top) if POSTCODE.search(self.rows[r].folded)), top)
+        company = [r for r in range(min(top, 6, first_postcode)) if COMPANY_KW.search(self.rows[r].folded)
+                   and not SKIP_HEADER.search(self.rows[r].folded)]
+        candidates: list[int] = []
+        for r in range(top):
+            if self._trivial(r):
+                continue
+            f = fold(" ".join(self.page.words[w].text for w in self._trim_noise(self.rows[r].words)))
+            if (STREET_NUMBER.match(f) and STREET_KW.search(f)) or POSTCODE_CITY.match(f.strip()):
+                address_start = r  # the address starts here (and the name, if any, was above)
+                break
+            candidates.append(r)
+        if company:
+            name_rows = [company[0]]
+        elif candidates:
+            # The shop name is usually the first line, printed larger; a larger line just below a small
+            # header ("Votre magasin", a slogan) wins.
+            first = candidates[0]
+            tallest = max(candidates[:4], key=self._height)
+            r = tallest if self._height(tallest) >= 1.3 * self._height(first) else first
+            name_rows = [r]
+            nxt = r + 1
+            big = self._height(r) >= 1.3 * self.median_height
+            plain = (nxt in candidates and not self._addressy(nxt)
+                     and not re.search(r"\d", self.rows[nxt].folded))
+            if big and plain and self._height(nxt) >= 0.8 * self._height(r):
+                name_rows.append(nxt)  # "BIG" / "FERNAND": one name in large print over two lines
+            address_start = None
+        if not name_rows and address_start is None:
+            return -1
+        first = name_rows[0] if name_rows else 0
+        bare = re.sub(r"\bSDN\.?|\bBHD\.?|\(M\)|\bS/B\b|\W", "", self.rows[first].folded)
+        if name_rows and company and len(bare) < 3 and first > 0 and not self._trivial(first - 1):
+            name_rows.insert(0, first - 1)  # "MPH BOOKSTORES" / "SDN BHD" on two rows
+        for r in name_rows:
+            row = self.rows[r]
+            words = row.words
+            m = REG_NUMBER.search(row.folded)
+            if m and m.start() > 0:  # "99 SPEED MART S/B (519537-X)": the company number is not the name
+                words = row.words_in(0, m.start())
+            self.set(self._trim_noise(words), "merchant_name", P_GOOD)
+        last = name_rows[-1] if name_rows else address_start - 1
+        addr: list[int] = []
+        saw_postcode = False
+        for r in range(last + 1, min(last + 7, len(self.rows))):
+            f = self.rows[r].folded
+            if saw_postcode:
+                if MY_STATES.match(f):
+                    addr.append(r)
+                break
+            has_date = any(iso >= "2000" for _, _, iso in find_dates(f))
+            if (SKIP_HEADER.search(f) or PHONE.fullmatch(f.strip()) or has_date
+                    or (self.amounts[r] and not STREET_KW.search(f))):
+                if addr:
+                    break
+                continue
+            if POSTCODE_CITY.search(f):
+                addr.append(r)
+                saw_postcode = True
+                continue
+            if self._addressy(r) or (addr and not re.search(r"[a-z]", self.rows[r].text[:1])):
+                addr.append(r)
+                continue
+            if addr:
+                break
+        prob = P_GOOD if saw_postcode else P_WEAK
+        for r in addr:
+            self.set(self._trim_noise(self.rows[r].words), "merchant_address", prob)
+        return max([last, *addr])
+
+    def _trim_noise(self, words: list[int]) -> list[int]:
+        """Drop OCR debris at the ends of a header row (`ei 103 BIS IMPASSE`, `Rue de la Gare oes`):
+        short lower-case tokens or punctuation that no street or shop name ends with."""
+        def noise(w: int) -> bool:
+            t = self.page.words[w].text
+            return (not re.search(r"\w", t)) or (len(t) <= 3 and t.isalpha() and t.islower()
+                                                  and t not in SMALL_WORDS)
+        out = list(words)
+        while len(out) > 1 and noise(out[0]):
+            out.pop(0)
+        while len(out) > 1 and noise(out[-1]):
+            out.pop()
+        return out
+
+    def _trivial(self, r: int) -> bool:
+        f = self.rows[r].folded
+        letters = re.sub(r"[^A-Z]", "", f)
+        if not letters or len(re.sub(r"[^A-Z0-9]", "", f)) < 3 or SKIP_HEADER.search(f):
+            return True
+        if find_dates(f) or find_times(f) or self.amounts[r]:
+            return True
+        if PHONE.search(f) and len(letters) < 8:
+            return True
+        return False
+
+    def _addressy(self, r: int) -> bool:
+        f = self.rows[r].folded
+        return bool(STREET_KW.search(f) or POSTCODE.search(f) or STREET_NUMBER.match(f))
+
+    def _height(self, r: int) -> float:
+        hs = [self.page.words[w].box[3] - self.page.words[w].box[1] for w in self.rows[r].words]
+        return median(hs) if hs else 0.0
+
+    # ------------------------------------------------------------------ items, payment, currency
+
+    def items(self, start: int, end: int) -> None:
+        first_amount = next((r for r in range(start + 1, end) if self.amounts[r]), end)
+        for r in range(start + 1, first_amount):
+            if ITEM_HEADER.search(self.rows[r].folded):
+                start = r  # the column header "QTE DESIGNATION PRIX"
+        pending_name: int | None = None
+        for r in range(start + 1, end):
+            row = self.rows[r]
+            f = row.folded
+            if r in self.used_rows or not self.free(row.words) and not self.amounts[r]:
+                pending_name = None
+                continue
+            if NOT_ITEM.search(f):
+                pending_name = None
+                continue
+            found = [a for a in self.amounts[r] if self.free(row.words_in(a[0], a[1]))]
+            if not found:
+                letters = re.sub(r"[^A-Z]", "", f)
+                pending_name = r if len(letters) >= 2 and self.free(row.words) else None
+                continue
+            qty_words: list[int] = []
+            unit: tuple[int, int] | None = None
+            name_start = 0
+            if len(found) >= 2 and f[:found[0][0]].strip() == "" and re.search(r"[A-Z]{2}", f[found[0][1]:]):
+                # "1,00 MENU ENFANT 11,35": a quantity printed like an amount, before the name
+                qty_words = row.words_in(found[0][0], found[0][1])
+                name_start = found[0][1]
+                found = found[1:]
+            elif len(found) >= 3 and item_consistent(found[-3][2], found[-2][2], found[-1][2]):
+                # "COCA COLA 1,5L   2.00   2.00   4.00": quantity, unit price and total in columns
+                qty_words = row.words_in(found[-3][0], found[-3][1])
+                found = found[:-3] + found[-2:]
+            name_end = found[0][0]
+            m = QTY_X_PRICE.search(f) if not qty_words else None
+            if m:
+                qty_words = row.words_in(m.start("q"), m.end("u") if m["u"] else m.end("q"))
+                unit = (m.start("p"), m.end("p"))
+                name_end = min(name_end, m.start())
+            total = found[-1]
+            if unit is None and len(found) >= 2:
+                unit = (found[-2][0], found[-2][1])
+            if unit is not None and total[0] < unit[1]:
+                total = None  # the only amount is the unit price of "2 x 1,25"
+            name_words = [w for w in row.words_in(name_start, name_end) if w not in qty_words]
+            lead = LEAD_QTY.match(f)
+            if lead and not qty_words and name_words:
+                q = row.words_in(lead.start("q"), lead.end("q"))
+                if q and parse_quantity(" ".join(self.page.words[w].text for w in q)):
+                    qty_words = q
+                    name_words = [w for w in name_words if w not in q]
+                    while name_words and fold(self.page.words[name_words[0]].text) in ("X", "*"):
+                        qty_words.append(name_words.pop(0))
+            if not qty_words and unit is not None and name_words:
+                # column layout "CARRELAGE SOL   1   34,49   34,49": a bare count right before the prices
+                last = self.page.words[name_words[-1]].text
+                if re.fullmatch(r"\d{1,3}(?:[.,]\d{1,3})?", last) and len(name_words) > 1:
+                    qty_words = [name_words.pop()]
+            name_words = [w for w in name_words if re.search(r"\w", self.page.words[w].text)]
+            name_text = fold(" ".join(self.page.words[w].text for w in name_words))
+            has_name = bool(re.search(r"[A-Z]{2}", name_text))
+            if not has_name:
+                if pending_name is None:
+                    continue
+                self.set(self.rows[pending_name].words, "item_name", P_WEAK)
+                name_words = []
+            else:
+                self.set(name_words, "item_name", P_WEAK)
+            pending_name = None
+            self.set(qty_words, "item_quantity", P_WEAK)
+            if unit is not None:
+                self.set(row.words_in(*unit), "item_unit_price", P_WEAK)
+            if total is not None:
+                self.set(row.words_in(total[0], total[1]), "item_total_price", P_WEAK)
+
+    def payment(self, total_row: int | None) -> None:
+        start = total_row if total_row is not None else 0
+        for r in range(start, len(self.rows)):
+            row = self.rows[r]
+            f = row.folded
+            found = find_payment_method(f)
+            if LOYALTY.search(f) or found is None:
+                continue
+            words = [w for w in row.words_in(found[0], found[1]) if self.free([w])]
+            if words:
+                self.set(words, "payment_method", P_GOOD)
+                return
+
+    def currency(self) -> None:
+        if any(lab.label == "currency" for lab in self.labels):
+            return
+        for r, row in enumerate(self.rows):
+            if self.amounts[r]:
+                for w in row.words:
+                    text = fold(self.page.words[w].text).strip(".:")
+                    if CURRENCY_WORD.match(text) and parse_currency(text) and self.free([w]):
+                        self.set([w], "currency", P_WEAK)
+                        return
+
+    def run(self) -> list[WordLabel]:
+        if not self.rows:
+            return self.labels
+        self.identifiers()
+        self.date_time()
+        total_row = self.total()
+        self.vat(total_row)
+        self.reconcile_total(total_row)
+        end = total_row if total_row is not None else len(self.rows)
+        header_end = self.header(end)
+        self.items(header_end, end)
+        self.payment(total_row)
+        self.currency()
+        return self.labels
+
+
+def label_page(page: OcrPage, today: dt.date | None = None) -> list[WordLabel]:
+    """One `WordLabel` per word of `page` (pure function of the OCR words and their boxes)."""
+    return _Labeller(page, today).run()
+
+
+class RulesExtractor:
+    """The `Extractor` made of keyword/regex/position rules (no model, no image needed)."""
+
+    name = "rules"
+    version = "1"
+
+    def __init__(self, today: dt.date | None = None) -> None:
+        self.today = today
+
+    def label(self, pages: list[OcrPage], images: list[Image.Image | None] | None = None,
+              ) -> list[list[WordLabel]]:
+        return [label_page(p, self.today) for p in pages]
+
+
+__all__ = ["RulesExtractor", "label_page", "build_rows"]

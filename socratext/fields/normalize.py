@@ -1,0 +1,482 @@
+"""Pure normalisers: receipt text in, contract-normalised string out (or None when it is not such a value).
+
+Receipts print the same value in many ways (`1 234,56 €`, `EUR 12.50`, `3,00-`, `25 nov. 2026`,
+`14h32`...). Every stage that turns words into fields (the rules extractor, field assembly, the
+evaluation) goes through these functions, so a format is taught once and the output contract
+(amounts `"1234.56"`, dates `YYYY-MM-DD`, times `HH:MM`, rates `"20.0"`) holds everywhere.
+The `find_*` helpers search a longer text (an OCR line) and return character spans, which is what the
+rules extractor needs to map a match back to the words it covers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def _build_fold_table() -> dict[int, str]:
+    """One-to-one accent folding (é → e, Û → U) so that character offsets survive the folding."""
+    table: dict[int, str] = {}
+    for cp in range(0xC0, 0x250):
+        base = unicodedata.normalize("NFKD", chr(cp))[:1]
+        if base and base.isascii() and base.isalpha() and base != chr(cp):
+            table[cp] = base
+    table.update({0x2019: "'", 0x2018: "'", 0xA0: " ", 0x202F: " ", 0x2009: " ", 0x2212: "-"})
+    return table
+
+
+_FOLD = _build_fold_table()
+
+
+def fold(text: str) -> str:
+    """Upper-case, accent-free copy of `text` with the same length (offsets stay valid)."""
+    return text.translate(_FOLD).upper()
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn checksum shared by card numbers (PAN) and SIRET/SIREN numbers."""
+    if not digits.isdigit():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+# --------------------------------------------------------------------------- amounts
+
+_CUR_TOKENS = r"(?:€|EUR(?:OS?)?|E|RM|MYR|\$|USD|US\$|£|GBP|CHF)"
+_AMOUNT_CORE = re.compile(
+    r"""^(?P<int>\d{1,3}(?:(?P<th>[ .,'])\d{3})(?:(?P=th)\d{3})*|\d+)
+        (?:(?P<dec>[.,])(?P<frac>\d{1,2}))?$""",
+    re.X,
+)
+_SPLIT_EURO = re.compile(r"^(?P<int>\d+)\s*(?:€|EUR|,\s)\s*(?P<frac>\d{2})$")  # 12€50, OCR's "26, 80"
+_PREFIX_CUR = re.compile(rf"^{_CUR_TOKENS}\s*")
+_SUFFIX_CUR = re.compile(rf"\s*{_CUR_TOKENS}$")
+
+
+def _fmt2(value: Decimal) -> str:
+    q = value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    if q == 0:
+        q = Decimal("0.00")
+    return f"{q:.2f}"
+
+
+def parse_amount(text: str, *, allow_integer: bool = False) -> str | None:
+    """`"1 234,56 €"` → `"1234.56"`; None for dates, phone numbers, percentages and other non-amounts.
+
+    Bare integers (`"12"`) are only accepted with a currency marker (`"12 €"`) or `allow_integer=True`
+    (a word a model labelled `total`), because on a receipt a bare integer is usually a quantity or a code.
+    """
+    s = fold(text).strip()
+    s = s.strip("*:=")
+    s = s.strip()
+    if not s or "%" in s or len(s) > 24:
+        return None
+    neg = False
+    if s.startswith("(") and s.endswith(")"):
+        neg, s = True, s[1:-1].strip()
+    if s.endswith("-") and not s.endswith("--"):
+        neg, s = True, s[:-1].strip()
+    if s.startswith("-"):
+        neg, s = not neg, s[1:].strip()
+    had_currency = False
+    m = _SPLIT_EURO.match(s)
+    if m:
+        value = Decimal(f"{m['int']}.{m['frac']}")
+        return _fmt2(-value if neg else value)
+    m = _PREFIX_CUR.match(s)
+    if m and m.end() < len(s) and (s[m.end()].isdigit() or s[m.end()] in " -"):
+        had_currency, s = True, s[m.end():].strip()
+        if s.startswith("-"):
+            neg, s = not neg, s[1:].strip()
+    m = _SUFFIX_CUR.search(s)
+    if m and m.start() > 0 and (s[m.start() - 1].isdigit() or s[m.start() - 1] == " " or m.group(0)[0] == " "
+                                ):
+        had_currency, s = True, s[: m.start()].strip()
+        if s.endswith("-"):
+            neg, s = True, s[:-1].strip()
+    m = _AMOUNT_CORE.match(s)
+    if not m:
+        return None
+    int_part, sep, dec, frac = m["int"], m["th"], m["dec"], m["frac"]
+    if sep is not None and dec is not None and sep == dec:
+        return None  # "1.234.56": the decimal separator cannot also group thousands
+    if dec is None and sep in (".", ","):
+        return None  # "1.234" / "1,234": thousands or three decimals, ambiguous
+    if dec is None and not (had_currency or allow_integer):
+        return None
+    digits = int_part.replace(sep or "#", "")
+    if len(digits) > 9 or (len(digits) > 1 and digits.startswith("0") and sep is None and dec is None):
+        return None
+    try:
+        value = Decimal(f"{digits}.{frac or '0'}")
+    except InvalidOperation:  # pragma: no cover - the regex only lets digits through
+        return None
+    return _fmt2(-value if neg else value)
+
+
+# An amount inside a line: digits with a decimal part of exactly 2 digits (the receipt convention),
+# optional thousands grouping, optional currency before/after and optional sign.
+_FIND_AMOUNT = re.compile(
+    rf"""(?<![\w.,/:-])
+         (?:{_CUR_TOKENS}\s?)?-?\s?
+         \d{{1,3}}(?:(?:\.\d{{3}})+,\d{{2}}|(?:,\d{{3}})+\.\d{{2}})
+         (?:\s?(?:€|EUR(?:OS?)?|RM|\$|£))?-?
+         (?![\w%/.,:]|\s?%|,\d|\.\d)""",
+    re.X,
+)
+_FIND_AMOUNT_PLAIN = re.compile(
+    rf"""(?<![\w.,/:-])(?:{_CUR_TOKENS}\s?)?-?\d+[.,]\d{{2}}(?:\s?(?:€|EUR|RM|\$|£))?-?(?![\w%/.,:]|\s?%)""",
+    re.X,
+)
+
+
+_FIND_AMOUNT_SPACED = re.compile(
+    r"(?<![\w.,/:-])-?\d{1,3}(?: \d{3})+,\d{2}(?:\s?(?:€|EUR))?-?(?![\w%/.,:]|\s?%)"
+)
+
+
+_FIND_AMOUNT_OCR_SPLIT = re.compile(r"(?<![\w.,/:-])\d{1,4}, \d{2}(?:\s?(?:€|EUR))?(?![\w%/.,:]|\s?%)")
+
+
+def find_amounts(text: str, *, space_groups: bool = False) -> list[tuple[int, int, str]]:
+    """Every amount in a line as `(start, end, "12.50")`; percentages, dates and times are left out.
+
+    `space_groups` also reads `1 234,56` as one amount and `26, 80` (a space the OCR put after the
+    comma) as 26.80; it is off by default because in an item line `2 125,00` is more often a quantity
+    and a price than a thousands group.
+    """
+    folded = fold(text)
+    out: list[tuple[int, int, str]] = []
+    taken: list[tuple[int, int]] = []
+    patterns = (_FIND_AMOUNT_SPACED, _FIND_AMOUNT_OCR_SPLIT) if space_groups else ()
+    for rx in (*patterns, _FIND_AMOUNT, _FIND_AMOUNT_PLAIN):
+        for m in rx.finditer(folded):
+            if any(m.start() < e and s < m.end() for s, e in taken):
+                continue
+            value = parse_amount(m.group(0))
+            if value is not None:
+                out.append((m.start(), m.end(), value))
+                taken.append((m.start(), m.end()))
+    out.sort()
+    return out
+
+
+# --------------------------------------------------------------------------- dates
+
+_MONTHS: dict[str, int] = {}
+for _num, _names in enumerate(
+    (
+        ("JANVIER", "JANV", "JAN", "JANUARY"),
+        ("FEVRIER", "FEVR", "FEV", "FEB", "FEBRUARY", "FEBR"),
+        ("MARS", "MAR", "MARCH"),
+        ("AVRIL", "AVR", "APR", "APRIL"),
+        ("MAI", "MAY"),
+        ("JUIN", "JUN", "JUNE"),
+        ("JUILLET", "JUIL", "JUL", "JULY"),
+        ("AOUT", "AOU", "AUG", "AUGUST"),
+        ("SEPTEMBRE", "SEPT", "SEP", "SEPTEMBER"),
+        ("OCTOBRE", "OCT", "OCTOBER"),
+        ("NOVEMBRE", "NOV", "NOVEMBER"),
+        ("DECEMBRE", "DEC", "DECEMBER"),
+    ),
+    start=1,
+):
+    for _n in _names:
+        _MONTHS[_n] = _num
+_MONTH_RX = "|".join(sorted(_MONTHS, key=len, reverse=True))
+
+_DATE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?<![\d.,/-])(?P<y>(?:19|20)\d\d)[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})"
+                r"(?![\d/-]|[.,]\d)"), "ymd"),
+    (re.compile(r"(?<![\d.,/-])(?P<d>\d{1,2})\s?(?P<s>[-/.])\s?(?P<m>\d{1,2})\s?(?P=s)\s?(?P<y>\d{4}|\d{2})"
+                r"(?![\d/-]|[.,]\d)"), "dmy"),
+    (re.compile(rf"(?<![\w.,/-])(?P<d>\d{{1,2}})(?:ER|E)?[\s./-]?(?P<mn>{_MONTH_RX})(?![A-Z])\.?[\s./-]?\s?"
+                r"(?P<y>\d{4}|\d{2})(?![\d/-]|[.,]\d)"), "dMy"),
+    (re.compile(rf"(?<![\w])(?P<mn>{_MONTH_RX})(?![A-Z])\.?\s?(?P<d>\d{{1,2}})(?:ST|ND|RD|TH)?,?\s(?P<y>\d{{4}})(?!\d)"),
+     "Mdy"),
+)
+
+
+def _make_date(y: int, m: int, d: int, *, two_digit: bool) -> str | None:
+    if two_digit:
+        y += 2000
+    if not 1900 <= y <= 2099:
+        return None
+    try:
+        return dt.date(y, m, d).isoformat()
+    except ValueError:
+        return None
+
+
+def find_dates(text: str) -> list[tuple[int, int, str]]:
+    """Every calendar date in a line as `(start, end, "YYYY-MM-DD")` (day-first, month names FR/EN)."""
+    folded = fold(text)
+    out: list[tuple[int, int, str]] = []
+    for rx, kind in _DATE_PATTERNS:
+        for m in rx.finditer(folded):
+            if any(m.start() < e and s < m.end() for s, e, _ in out):
+                continue
+            ys = m["y"]
+            two = len(ys) == 2
+            y = int(ys)
+            mon = _MONTHS[m["mn"]] if "mn" in m.groupdict() and m["mn"] else int(m["m"])
+            d = int(m["d"])
+            iso = _make_date(y, mon, d, two_digit=two)
+            if iso is None and kind == "dmy" and d <= 12 < mon:  # US month-first
+                iso = _make_date(y, d, mon, two_digit=two)
+            if iso is not None:
+                out.append((m.start(), m.end(), iso))
+    out.sort()
+    return out
+
+
+_WEEKDAYS = ("LUNDI|MARDI|MERCREDI|JEUDI|VENDREDI|SAMEDI|DIMANCHE|LUN|MAR|MER|JEU|VEN|SAM|DIM|"
+             "MONDAY|TUESDAY|WEDNESDAY|THURSDAY|FRIDAY|SATURDAY|SUNDAY|MON|TUE|WED|THU|FRI|SAT|SUN")
+_DATE_NOISE = re.compile(rf"\b(?:DATE|LE|DU|LE|LA|LES|LES|LE|{_WEEKDAYS}|LE)\b\.?|[:,;()\[\]]|\bA\b|\bAT\b")
+
+
+def parse_date(text: str) -> str | None:
+    """`"25 nov. 2026"`, `"25/11/26"`, `"Nov 25, 2026"`, `"25/11/2026 14:32"` → `"2026-11-25"`.
+
+    The text must be a date (optionally with a weekday, a `Date:` label and a time), not a line that
+    merely contains one: `"Ticket 1234 25/11/2026"` gives None.
+    """
+    compact = re.sub(r"^\D*(\d{8})\D*$", r"\1", text.strip())
+    if len(compact) == 8 and compact.isdigit():  # "20180304", "25032018": only when it is all there is
+        return (_make_date(int(compact[:4]), int(compact[4:6]), int(compact[6:]), two_digit=False)
+                or _make_date(int(compact[4:]), int(compact[2:4]), int(compact[:2]), two_digit=False))
+    found = find_dates(text)
+    if len(found) != 1:
+        return None
+    s, e, iso = found[0]
+    rest = fold(text[:s] + " " + text[e:])
+    for ts, te, _ in find_times(rest):
+        rest = rest[:ts] + " " * (te - ts) + rest[te:]
+    rest = _DATE_NOISE.sub(" ", rest)
+    if re.search(r"\d", rest) or len(re.sub(r"\W", "", rest)) > 2:
+        return None
+    return iso
+
+
+# --------------------------------------------------------------------------- times
+
+_TIME_RX = re.compile(
+    r"(?<![\d.,:/])(?P<h>\d{1,2})\s?(?P<sep>[:H])\s?(?P<m>\d{2})(?::(?P<s>\d{2}))?"
+    r"(?:\s?(?P<ap>[AP])\.?M\.?\b)?(?![\d.,/]\d|\d)"
+)
+
+
+def find_times(text: str) -> list[tuple[int, int, str]]:
+    """Every clock time in a line as `(start, end, "HH:MM")`."""
+    out: list[tuple[int, int, str]] = []
+    for m in _TIME_RX.finditer(fold(text)):
+        h, mi = int(m["h"]), int(m["m"])
+        if m["ap"]:
+            if not 1 <= h <= 12:
+                continue
+            h = h % 12 + (12 if m["ap"] == "P" else 0)
+        if h > 23 or mi > 59 or (m["s"] is not None and int(m["s"]) > 59):
+            continue
+        out.append((m.start(), m.end(), f"{h:02d}:{mi:02d}"))
+    return out
+
+
+def parse_time(text: str) -> str | None:
+    """`"14h32"`, `"14:32:05"`, `"2:32 PM"` → `"14:32"`; None when the text is not just a time."""
+    s = fold(text).strip().strip(".,;()")
+    s = re.sub(r"^(?:HEURE|TIME|H)\s*:?\s*", "", s)
+    found = find_times(s)
+    if len(found) != 1 or found[0][0] != 0 or found[0][1] != len(s):
+        return None
+    return found[0][2]
+
+
+# --------------------------------------------------------------------------- SIRET / VAT number
+
+
+_OCR_DIGITS = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+
+def siret_is_valid(digits: str) -> bool:
+    """A SIRET is 14 digits with a Luhn checksum (La Poste's establishments use a digit-sum rule)."""
+    if len(digits) != 14 or not digits.isdigit():
+        return False
+    if digits.startswith("356000000"):
+        return luhn_ok(digits) or sum(int(c) for c in digits) % 5 == 0
+    return luhn_ok(digits)
+
+
+def parse_siret(text: str) -> str | None:
+    """`"732 829 320 00074"` → `"73282932000074"` when it passes the checksum, else None."""
+    s = re.sub(r"^\s*(?:N°|NO|SIRET|SIRE T)\s*[:.\-]?\s*", "", fold(text).strip())
+    if re.search(r"[^\d .\-OIL]", s) or sum(c.isdigit() for c in s) < 12:
+        return None
+    s = s.translate(_OCR_DIGITS)  # a Luhn check guards the O→0 / I→1 repairs
+    digits = re.sub(r"\D", "", s)
+    return digits if siret_is_valid(digits) else None
+
+
+def siren_is_valid(digits: str) -> bool:
+    return len(digits) == 9 and digits.isdigit() and luhn_ok(digits)
+
+
+def fr_vat_key(siren: str) -> str:
+    """The 2-digit key of the French intra-EU VAT number `FR kk siren`."""
+    return f"{(12 + 3 * (int(siren) % 97)) % 97:02d}"
+
+
+_EU_VAT = re.compile(
+    r"(?P<c>AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|GB|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|PT|RO|SE|SI|SK|XI|CHE)"
+    r"(?P<n>[0-9A-Z]{8,12})$"
+)
+
+
+def parse_vat_number(text: str) -> str | None:
+    """`"FR 40 303 265 045"` → `"FR40303265045"` (key checked); other EU numbers accepted loosely."""
+    s = re.sub(r"[\s.\-/]", "", fold(text))
+    s = re.sub(r"^(?:N°|NO|NUMERO)?(?:TVA|VAT|TVAINTRACOM\w*|INTRACOM\w*|IDENT\w*)?[:]?", "", s)
+    m = re.search(r"FR(?P<k>[0-9A-Z]{2})(?P<siren>[\dOIL]{9})$", s)
+    if m and (m.start() == 0 or not s[m.start() - 1].isdigit()):
+        key, siren = m["k"], m["siren"].translate(_OCR_DIGITS)
+        fixed_key = key.translate(_OCR_DIGITS)
+        if not siren.isdigit():
+            return None
+        if fixed_key.isdigit() and fixed_key == fr_vat_key(siren):
+            return f"FR{fixed_key}{siren}"  # "FRO5..." read by the OCR for "FR05..."
+        if key.isdigit() or fixed_key.isdigit():
+            return None
+        return f"FR{key}{siren}"
+    m = _EU_VAT.search(s)
+    if m and (m.start() == 0 or not s[m.start() - 1].isalnum()) and sum(c.isdigit() for c in m["n"]) >= 7:
+        return m["c"] + m["n"]
+    return None
+
+
+# --------------------------------------------------------------------------- VAT rates, quantities
+
+
+def parse_rate(text: str) -> str | None:
+    """`"20%"`, `"T1 20,00%"`, `"5.5"` → `"20.0"`, `"5.5"` (one decimal); None outside 0–30 %."""
+    s = fold(text).strip()
+    s = re.sub(r"^(?:TVA|VAT|GST|SST|TX|TAUX|T\d|[A-F]\d?|\d\))\s*[:=]?\s*", "", s)
+    s = re.sub(r"^(?:TVA|VAT|GST)\s*", "", s)
+    if s.endswith("%"):
+        s = re.sub(r"^(\d{1,2})\s?[.,:]\s?(\d{1,3})", r"\1.\2", s)  # OCR: "20, 00%", "5:5%"
+    m = re.fullmatch(r"(?P<n>\d{1,2}(?:[.,]\d{1,3})?)\s*(?P<pct>%)?", s)
+    if not m:
+        return None
+    value = Decimal(m["n"].replace(",", "."))
+    if value > 30:
+        return None
+    return f"{value.quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}"
+
+
+def parse_quantity(text: str) -> str | None:
+    """`"2"`, `"2 x"`, `"x2"`, `"QTE 3"` → `"2"`; weights keep their precision: `"0,350 kg"` → `"0.35"`."""
+    s = fold(text).strip()
+    s = re.sub(r"^(?:QTE|QTY|QT|Q)\s*[:.]?\s*", "", s)
+    s = re.sub(r"^[X*]\s*|\s*[X*]$", "", s).strip()
+    m = re.fullmatch(r"(?P<n>\d{1,4}(?:[.,]\d{1,3})?)\s*(?P<u>KG|G|L|CL|ML|PCS?|PCE|U|UN|UNITES?)?\.?", s)
+    if not m:
+        return None
+    n = m["n"].replace(",", ".")
+    value = Decimal(n)
+    if value <= 0:
+        return None
+    if "." not in n:
+        return str(int(n))
+    return format(value.normalize(), "f") if value != value.to_integral_value() else str(int(value))
+
+
+# --------------------------------------------------------------------------- currency, payment
+
+
+_CURRENCY_RX: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"€|\bEUR\b|\bEUROS?\b|\d\s?EUR\b|\bEUR\d"), "EUR"),
+    (re.compile(r"\bMYR\b|(?<![A-Z])RM(?=\s?\d|\b)"), "MYR"),
+    (re.compile(r"£|\bGBP\b"), "GBP"),
+    (re.compile(r"\bCHF\b"), "CHF"),
+    (re.compile(r"\bUSD\b|US\$|\$"), "USD"),
+)
+
+
+def parse_currency(text: str) -> str | None:
+    """The ISO code of the first currency marker in `text`: `€`/`EUR`/`euros` → `"EUR"`, `RM` → `"MYR"`."""
+    s = fold(text)
+    best: tuple[int, str] | None = None
+    for rx, code in _CURRENCY_RX:
+        m = rx.search(s)
+        if m and (best is None or m.start() < best[0]):
+            best = (m.start(), code)
+    return best[1] if best else None
+
+
+_PAYMENT_RX: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"TICKETS? ?RESTO|TITRES? ?RESTAURANT|CHEQUES? ?DEJEUNER|\bSWILE\b|\bTR\b|\bCTR\b|"
+                r"\bUP DEJEUNER\b|\bEDENRED\b|\bLUNCHR\b|\bAPETIZ\b|\bTICKETS? ?REST\w*"), "meal_voucher"),
+    (re.compile(r"\bCB\b|\bC\.B\.?|CARTE|\bVISA\b|MASTERCARD|MASTER CARD|\bMAESTRO\b|\bAMEX\b|"
+                r"AMERICAN EXPRESS|SANS CONTACT|CONTACTLESS|CREDIT CARD|DEBIT CARD|\bCARD\b|\bPAYWAVE\b|"
+                r"\bPAYPASS\b|\bEMV\b"), "card"),
+    (re.compile(r"\bESPECES?\b|\bESP\b\.?|\bCASH\b|\bNUMERAIRE\b"), "cash"),
+    (re.compile(r"\bCHEQUES?\b|\bCHQ\b|\bCHEQUE BANCAIRE\b"), "cheque"),
+)
+
+
+def find_payment_method(text: str) -> tuple[int, int, str] | None:
+    """The payment keyword of a line as `(start, end, method)`; meal vouchers win over `CARTE TICKET
+    RESTAURANT`'s "CARTE" and `CHEQUE DEJEUNER`'s "CHEQUE"."""
+    s = fold(text)
+    for rx, method in _PAYMENT_RX:
+        m = rx.search(s)
+        if m:
+            return m.start(), m.end(), method
+    return None
+
+
+def parse_payment_method(text: str) -> str | None:
+    """`"CB SANS CONTACT"` → `"card"`, `"ESPECES"` → `"cash"`, `"TICKET RESTAURANT"` → `"meal_voucher"`."""
+    found = find_payment_method(text)
+    return found[2] if found else None
+
+
+# --------------------------------------------------------------------------- card numbers
+
+_DIGIT_RUN = re.compile(r"\d+")
+_SIRET_CONTEXT = re.compile(r"SIRE[TN]")
+_GROUPED_RUN = re.compile(r"(?<!\d)\d+(?:[ -]\d+){1,6}(?!\d)")
+
+
+def _mask(digits: str) -> str:
+    return "*" * (len(digits) - 4) + digits[-4:]
+
+
+def mask_pan(text: str) -> str:
+    """Replace every Luhn-valid 13–19 digit card number (contiguous or grouped by spaces/dashes) by
+    `************1234`, so that no output text carries a full card number.
+
+    A contiguous 14-digit number right after "SIRET" is a company number (Luhn-checked as well) and kept.
+    """
+
+    def contiguous(m: re.Match[str]) -> str:
+        d = m.group(0)
+        if len(d) == 14 and _SIRET_CONTEXT.search(fold(m.string[max(0, m.start() - 16):m.start()])):
+            return d  # a SIRET (public company number, Luhn too), not a card
+        return _mask(d) if 13 <= len(d) <= 19 and luhn_ok(d) else d
+
+    def grouped(m: re.Match[str]) -> str:
+        d = re.sub(r"\D", "", m.group(0))
+        return _mask(d) if 13 <= len(d) <= 19 and luhn_ok(d) else m.group(0)
+
+    return _DIGIT_RUN.sub(contiguous, _GROUPED_RUN.sub(grouped, text))
