@@ -1,0 +1,6 @@
+"""The streaming service: Kafka topics → OCR stage → extraction stage → results, on Faust.
+
+`streams.topics` declares the topics and schemas, `streams.events` parses and builds events (pure),
+`streams.agents` holds the two stages, `streams.app` the Faust app, `streams.worker` the process entry
+point and `streams.metrics` the Prometheus metrics and health endpoint.
+"""

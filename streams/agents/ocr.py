@@ -1,0 +1,144 @@
+"""Stage 1: `receipts.uploaded` → fetch the file → decode → OCR → one `receipts.ocr` event per page.
+
+CPU-bound (image decoding, preprocessing, Tesseract): scale it with more worker processes/partitions
+(`socratext worker --stage ocr`), independently of the model stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from PIL import Image
+
+from socratext.document import OcrPage
+from socratext.errors import OCR_FAILED, STORAGE_UNAVAILABLE, SocratextError
+from socratext.settings import Settings
+from streams.agents import Origin, dead, log, publish
+from streams.events import OutEvent, UploadEvent, allowed_buckets, ocr_event, page_receipt_id, parse_upload
+from streams.metrics import StreamMetrics
+from streams.topics import OCR, UPLOADED
+
+STAGE = "ocr"
+
+
+class OcrResultLike(Protocol):
+    page: OcrPage
+    timings_ms: dict[str, float]
+
+
+@dataclass
+class OcrDeps:
+    """What stage 1 needs; the worker builds the real ones (`build_ocr_deps`), tests pass fakes."""
+
+    settings: Settings
+    fetch: Callable[[str, str, int], bytes]  # (bucket, key, max_bytes) -> bytes, raises SocratextError
+    load_images: Callable[..., list[Image.Image]]
+    ocr: Callable[[list[Image.Image]], list[Any]]  # images -> [OcrResultLike], one per image
+    metrics: StreamMetrics | None = None
+    retry_delays: tuple[float, ...] = (0.5, 2.0)
+    """Pauses before re-trying a fetch that failed with storage_unavailable (the store's fault, not the
+    receipt's); after the last one the event is dead-lettered, from where it can be replayed."""
+
+    def __post_init__(self) -> None:
+        self.allowed = allowed_buckets(self.settings.s3_allowed_buckets)
+
+
+def build_ocr_deps(settings: Settings, metrics: StreamMetrics | None) -> OcrDeps:
+    """The real stage-1 dependencies: the S3 object store, `load_images` and the pipeline's OCR stage."""
+    from socratext.imaging import load_images
+    from socratext.pipeline import OcrStage
+    from socratext.storage import ObjectStore
+
+    store = ObjectStore(settings)
+    return OcrDeps(settings, store.get_bytes, load_images, OcrStage(settings), metrics)
+
+
+def process_ocr_event(raw: bytes, deps: OcrDeps, origin: Origin | None = None) -> list[OutEvent]:
+    """One `receipts.uploaded` value → its OCR events and dead letters. Never raises.
+
+    Synchronous and blocking on purpose: the agent runs it in the worker's thread pool.
+    """
+    m = deps.metrics
+    if m is not None:
+        m.count(STAGE, "in")
+    try:
+        uploads = parse_upload(raw, deps.allowed)
+    except Exception as exc:  # noqa: BLE001 - every failure is the event's, see streams.events
+        return [dead(raw, stage=STAGE, exc=exc, origin=origin, metrics=m)]
+    if not uploads and m is not None:
+        m.count(STAGE, "skipped")
+    out: list[OutEvent] = []
+    for upload in uploads:
+        out.extend(_process_upload(raw, upload, deps, origin))
+    return out
+
+
+def _fetch(up: UploadEvent, deps: OcrDeps) -> bytes:
+    for delay in (*deps.retry_delays, None):
+        try:
+            return deps.fetch(up.bucket, up.key, deps.settings.max_file_bytes)
+        except SocratextError as exc:
+            if exc.code != STORAGE_UNAVAILABLE or delay is None:
+                raise
+            log.warning("object store unavailable, retrying in %.1f s", delay,
+                        extra={"receipt_id": up.receipt_id, "stage": STAGE, "code": exc.code})
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _process_upload(raw: bytes, up: UploadEvent, deps: OcrDeps, origin: Origin | None) -> list[OutEvent]:
+    m = deps.metrics
+    extra = {"receipt_id": up.receipt_id, "stage": STAGE}
+    try:
+        t0 = time.perf_counter()
+        data = _fetch(up, deps)
+        t1 = time.perf_counter()
+        images = deps.load_images(data, name=up.key, settings=deps.settings)
+        t2 = time.perf_counter()
+    except Exception as exc:  # noqa: BLE001
+        return [dead(raw, stage=STAGE, exc=exc, receipt_id=up.receipt_id, origin=origin, metrics=m)]
+    if m is not None:
+        m.observe_stage("fetch", t1 - t0)
+        m.observe_stage("decode", t2 - t1)
+    out = []
+    n = len(images)
+    for number, image in enumerate(images, 1):
+        rid = page_receipt_id(up.receipt_id, number, n)
+        try:
+            t3 = time.perf_counter()
+            (result,) = deps.ocr([image])
+            ocr_s = time.perf_counter() - t3
+        except Exception as exc:  # noqa: BLE001 - one bad page does not lose the others
+            out.append(dead(raw, stage=STAGE, exc=exc, receipt_id=rid, origin=origin, metrics=m,
+                            fallback_code=OCR_FAILED))
+            continue
+        timings = {"fetch": (t1 - t0) * 1e3, "decode": (t2 - t1) * 1e3 / n, **result.timings_ms}
+        out.append(OutEvent(OCR, rid, ocr_event(up, result.page, number, n, timings)))
+        if m is not None:
+            m.observe_stage("ocr", ocr_s)
+            m.count(STAGE, "out")
+        log.info("ocr done: %d words", len(result.page.words), extra={**extra, "receipt_id": rid})
+    return out
+
+
+def register(app: Any, topics: dict[str, Any], deps: Callable[[], OcrDeps], executor: Executor,
+             concurrency: int = 1) -> Any:
+    """Attach the stage-1 agent to a Faust app; `deps()` is awaited lazily in the executor (loads once)."""
+
+    @app.agent(topics[UPLOADED], name="socratext.ocr", concurrency=concurrency)
+    async def ocr_agent(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        d = await loop.run_in_executor(executor, deps)
+        async for event in stream.events():
+            msg = event.message
+            origin = Origin(msg.topic, msg.partition, msg.offset)
+            outs = await loop.run_in_executor(executor, process_ocr_event, event.value, d, origin)
+            await publish(outs, topics)  # before the loop acks this event
+
+    return ocr_agent
+

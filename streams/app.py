@@ -1,0 +1,124 @@
+"""The Faust app of the streaming service and the runtime its agents share.
+
+`faust -A streams.app worker` works (stage from `SOCRATEXT_WORKER_STAGE`, default "all"), but the usual
+entry point is `python -m streams.worker --stage ocr|extract|all` / `socratext worker`, which also
+serves the metrics and configures JSON logging.
+
+Delivery is at-least-once: an input offset is committed only after the events it produced have been
+acknowledged by Kafka (see `streams.agents.publish`), so a crash replays work rather than losing it, and
+every output is keyed by receipt id so consumers (or a compacted topic) drop the duplicates.
+Exactly-once (`processing_guarantee="exactly_once"`, Kafka transactions spanning the produce and the
+offset commit) is future work: it needs transactional producers per partition and a broker config
+the local stack does not tune yet.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import faust
+
+from socratext.settings import Settings, get_settings
+from streams.metrics import StreamMetrics
+from streams.topics import TOPICS, declare
+
+APP_ID = "socratext"
+STAGES = ("ocr", "extract", "all")
+T = TypeVar("T")
+
+
+def worker_threads(settings: Settings) -> int:
+    """Thread-pool size for the blocking work (decode, OCR, model): one per core up to 4 by default."""
+    return int(settings.worker_threads) or min(4, os.cpu_count() or 1)
+
+
+class Runtime:
+    """What the agents of one process share: settings, metrics, the thread pool and lazily built deps."""
+
+    def __init__(self, settings: Settings, metrics: StreamMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or StreamMetrics()
+        self.executor = ThreadPoolExecutor(max_workers=worker_threads(settings),
+                                           thread_name_prefix="socratext-work")
+        self.ready: dict[str, bool] = {}
+        self._lock = threading.Lock()
+        self._cache: dict[str, Any] = {}
+
+    def once(self, name: str, build: Callable[[], T]) -> Callable[[], T]:
+        """A factory that builds `name` on first call only (agents with concurrency > 1 share it)."""
+
+        def get() -> T:
+            with self._lock:
+                if name not in self._cache:
+                    self._cache[name] = build()
+                    self.ready[name] = True
+            return self._cache[name]
+
+        return get
+
+    def health(self) -> dict[str, object]:
+        wanted = list(self.ready)
+        ok = bool(wanted) and all(self.ready.values())
+        return {"status": "ok" if ok else "starting", "stages": dict(self.ready)}
+
+
+def create_app(settings: Settings | None = None, stage: str = "all", runtime: Runtime | None = None,
+               ) -> faust.App:
+    """A Faust app with the agents of `stage` ("ocr", "extract" or "all" — both in one process)."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
+    settings = settings or get_settings()
+    runtime = runtime or Runtime(settings)
+    from socratext.stack import topic_partitions
+
+    partitions = topic_partitions(settings)
+    app = faust.App(
+        APP_ID,  # the consumer group: stable, so a restarted worker resumes from its committed offsets
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,  # we serve /metrics and /healthz ourselves (streams.metrics)
+        topic_partitions=max(partitions.values()),
+        topic_disable_leader=True,  # no tables, no leader election topic needed
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        broker_commit_every=int(settings.commit_every),
+        broker_commit_interval=float(settings.commit_interval_s),
+        stream_wait_empty=False,
+        # A worker killed without leaving the group (kill -9, OOM, node loss) holds its partitions until
+        # its session expires: 10 s instead of Faust's 60 s gets a replacement going quickly. Heartbeats
+        # come from the event loop, which the thread pool keeps free, so long batches do not expire it.
+        broker_session_timeout=float(settings.kafka_session_timeout_s),
+        broker_heartbeat_interval=float(settings.kafka_session_timeout_s) / 4,
+    )
+    topics = declare(app, settings)
+    for logical, topic in topics.items():  # declare with the stack's partition counts if absent
+        topic.partitions = partitions.get(TOPICS[logical].name(settings))
+    app.socratext_runtime = runtime  # type: ignore[attr-defined]
+    if stage in ("ocr", "all"):
+        from streams.agents import ocr
+
+        runtime.ready["ocr"] = False
+        ocr.register(app, topics, runtime.once("ocr", lambda: ocr.build_ocr_deps(settings, runtime.metrics)),
+                     runtime.executor, concurrency=int(settings.ocr_concurrency))
+    if stage in ("extract", "all"):
+        from streams.agents import extract
+
+        runtime.ready["extract"] = False
+        build = runtime.once("extract", lambda: extract.build_extract_deps(settings, runtime.metrics))
+        extract.register(app, topics, build, runtime.executor, settings.batch_size, settings.batch_window_s)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """`streams.app.app`, the app `faust -A streams.app worker` looks for, built on first access only
+    (importing this module must not create an app, a thread pool and agents nobody runs)."""
+    if name == "app":
+        global app
+        app = create_app(stage=os.environ.get("SOCRATEXT_WORKER_STAGE", "all"))
+        return app
+    raise AttributeError(name)

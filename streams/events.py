@@ -1,0 +1,353 @@
+"""Pure parsing, validation and construction of the pipeline's events (no I/O, no Faust).
+
+Two upload formats arrive on `receipts.uploaded` and both become one internal `UploadEvent`:
+
+* our own upload event v1 — `{"schema_version": 1, "receipt_id", "bucket", "key", "uploaded_at",
+  "content_type"?}` (what `socratext upload` and client apps publish);
+* MinIO's (S3-compatible) bucket notification — `{"EventName": "s3:ObjectCreated:Put", "Key": ...,
+  "Records": [{"eventTime", "s3": {"bucket": {"name"}, "object": {"key", "size", "eTag"}}}]}` — for
+  files dropped into the bucket by anything else. Its object key is URL-encoded, and its receipt id is
+  derived from bucket/key/ETag, so a redelivered notification gets the same id (downstream dedups on the
+  Kafka key) while a new version of the same key gets a new one.
+
+Every function here either returns a valid value or raises `SocratextError` with a stable code
+(malformed_event, unknown_schema_version, forbidden_key) — never another exception; the property
+tests in tests/test_events.py hold it to that. The agents turn those errors into dead-letter events.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import unquote_plus
+
+from socratext.document import OcrPage
+from socratext.errors import FORBIDDEN_KEY, MALFORMED_EVENT, UNKNOWN_SCHEMA_VERSION, SocratextError
+from streams.topics import SCHEMA_VERSION
+
+MAX_EVENT_BYTES = 1024 * 1024
+"""Kafka's default message limit; anything bigger on an input topic is not one of ours."""
+MAX_DEADLETTER_ORIGINAL = 256 * 1024
+"""The dead-letter event keeps at most this much of the original value (it must itself fit in Kafka)."""
+
+RECEIPT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class UploadEvent:
+    """A receipt file waiting in the object store, whatever announced it."""
+
+    receipt_id: str
+    bucket: str
+    key: str
+    uploaded_at: str  # ISO 8601, UTC, "Z" suffix
+    content_type: str | None = None
+    size: int | None = None
+    etag: str | None = None
+    origin: str = "upload"  # "upload" (our event v1) or "s3" (bucket notification)
+
+    @property
+    def source(self) -> dict[str, str]:
+        return {"bucket": self.bucket, "key": self.key}
+
+
+@dataclass(frozen=True)
+class OcrEvent:
+    """A parsed `receipts.ocr` event: one OCR'd page on its way to the extractor."""
+
+    receipt_id: str
+    source: dict[str, str]
+    uploaded_at: str
+    page: OcrPage
+    page_number: int = 1
+    page_count: int = 1
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutEvent:
+    """One message to publish: logical topic (see `streams.topics`), Kafka key (= receipt id), JSON value."""
+
+    topic: str
+    key: str
+    value: dict[str, Any]
+
+    def key_bytes(self) -> bytes:
+        return self.key.encode("utf-8")
+
+    def value_bytes(self) -> bytes:
+        return dumps(self.value)
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def now_iso() -> str:
+    return format_time(datetime.now(timezone.utc))
+
+
+def format_time(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: Any, what: str = "uploaded_at") -> str:
+    """Validate an ISO 8601 timestamp and normalise it to UTC with a `Z` (naive times are taken as UTC)."""
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        raise SocratextError(MALFORMED_EVENT, f"{what} must be an ISO 8601 timestamp string")
+    try:
+        dt = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise SocratextError(MALFORMED_EVENT,
+                             f"{what} is not an ISO 8601 timestamp: {value[:40]!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    try:
+        return format_time(dt)
+    except (OverflowError, ValueError):  # year 1 in a far timezone
+        raise SocratextError(MALFORMED_EVENT, f"{what} is out of range: {value[:40]!r}") from None
+
+
+def seconds_since(iso: str, now: datetime | None = None) -> float | None:
+    """Age of an event timestamp in seconds (None when it cannot be read)."""
+    try:
+        dt = datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return ((now or datetime.now(timezone.utc)) - dt).total_seconds()
+
+
+def allowed_buckets(spec: str) -> frozenset[str]:
+    """`settings.s3_allowed_buckets` ("a,b") as a set; "*" allows any bucket."""
+    return frozenset(b.strip() for b in spec.split(",") if b.strip())
+
+
+def check_location(bucket: Any, key: Any, allowed: frozenset[str]) -> tuple[str, str]:
+    """Validate an object location before anything fetches it.
+
+    A producer must not make the worker read arbitrary objects: the bucket must be allowed, and the key
+    must be a plain relative object name (no `..` segment, no leading `/`, no control characters).
+    """
+    if not isinstance(bucket, str) or not BUCKET_RE.match(bucket):
+        raise SocratextError(MALFORMED_EVENT, f"bucket is not a valid bucket name: {str(bucket)[:80]!r}")
+    if "*" not in allowed and bucket not in allowed:
+        raise SocratextError(FORBIDDEN_KEY, f"bucket {bucket!r} is not in the allowed buckets")
+    if not isinstance(key, str) or not key:
+        raise SocratextError(MALFORMED_EVENT, "key must be a non-empty string")
+    if len(key.encode("utf-8", "surrogatepass")) > 1024:
+        raise SocratextError(FORBIDDEN_KEY, "key is longer than 1024 bytes")
+    if (key.startswith("/") or "\\" in key or _CONTROL_RE.search(key)
+            or any(part in ("..", ".") for part in key.split("/"))):
+        raise SocratextError(FORBIDDEN_KEY, f"key {key[:80]!r} is not a plain relative object key")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from a \ud800 escape
+        raise SocratextError(FORBIDDEN_KEY, "key is not valid Unicode") from None
+    return bucket, key
+
+
+def load_json(raw: bytes) -> Any:
+    """Decode one event value; anything that is not a JSON document becomes `malformed_event`."""
+    if not isinstance(raw, bytes | bytearray):
+        raise SocratextError(MALFORMED_EVENT, f"event value is {type(raw).__name__}, not bytes")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise SocratextError(MALFORMED_EVENT, f"event is {len(raw)} bytes, over {MAX_EVENT_BYTES}")
+    try:
+        return json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise SocratextError(MALFORMED_EVENT, f"event is not UTF-8 JSON: {str(exc)[:120]}") from None
+
+
+def _check_version(doc: dict[str, Any]) -> None:
+    version = doc.get("schema_version")
+    if version is None:
+        raise SocratextError(MALFORMED_EVENT, "event has no schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:  # bool is not a version
+        raise SocratextError(UNKNOWN_SCHEMA_VERSION,
+                             f"schema_version {str(version)[:20]!r} is not supported "
+                             f"(expected {SCHEMA_VERSION})")
+
+
+def _check_receipt_id(value: Any) -> str:
+    if not isinstance(value, str) or not RECEIPT_ID_RE.match(value):
+        raise SocratextError(MALFORMED_EVENT, "receipt_id must match [A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+    return value
+
+
+def s3_receipt_id(bucket: str, key: str, etag: str | None) -> str:
+    """Deterministic id of an object version: a redelivered notification maps to the same receipt."""
+    digest = hashlib.sha256(f"{bucket}\n{key}\n{etag or ''}".encode("utf-8", "surrogatepass")).hexdigest()
+    return f"s3-{digest[:24]}"
+
+
+def parse_upload(raw: bytes, allowed: frozenset[str] = frozenset({"*"})) -> list[UploadEvent]:
+    """Parse a `receipts.uploaded` value into the uploads it announces.
+
+    Our v1 event gives one; an S3 notification gives one per `ObjectCreated` record (MinIO sends one
+    record per notification). Notifications of other kinds (deletions, test events) and "folder"
+    markers give an empty list: nothing to do, and nothing wrong.
+    """
+    doc = load_json(raw)
+    if not isinstance(doc, dict):
+        raise SocratextError(MALFORMED_EVENT, f"event is a JSON {type(doc).__name__}, not an object")
+    if "Records" in doc or "EventName" in doc:
+        return _parse_s3_notification(doc, allowed)
+    _check_version(doc)
+    receipt_id = _check_receipt_id(doc.get("receipt_id"))
+    bucket, key = check_location(doc.get("bucket"), doc.get("key"), allowed)
+    uploaded_at = parse_time(doc.get("uploaded_at"))
+    content_type = doc.get("content_type")
+    if content_type is not None and (not isinstance(content_type, str) or len(content_type) > 255):
+        raise SocratextError(MALFORMED_EVENT, "content_type must be a string")
+    return [UploadEvent(receipt_id, bucket, key, uploaded_at, content_type, origin="upload")]
+
+
+def _parse_s3_notification(doc: dict[str, Any], allowed: frozenset[str]) -> list[UploadEvent]:
+    records = doc.get("Records")
+    if not isinstance(records, list) or not records:
+        raise SocratextError(MALFORMED_EVENT, "S3 notification without Records")
+    out = []
+    for rec in records:
+        if not isinstance(rec, dict):
+            raise SocratextError(MALFORMED_EVENT, "S3 notification record is not an object")
+        version = rec.get("eventVersion", "2.0")
+        if not isinstance(version, str) or not version.startswith("2."):
+            raise SocratextError(UNKNOWN_SCHEMA_VERSION, f"S3 eventVersion {str(version)[:20]!r} is not 2.x")
+        name = rec.get("eventName", doc.get("EventName"))
+        if not isinstance(name, str):
+            raise SocratextError(MALFORMED_EVENT, "S3 notification record has no eventName")
+        if not name.removeprefix("s3:").startswith("ObjectCreated:"):
+            continue  # deletions, test events...: not a receipt
+        s3 = rec.get("s3")
+        if not isinstance(s3, dict) or not isinstance(s3.get("bucket"), dict) \
+                or not isinstance(s3.get("object"), dict):
+            raise SocratextError(MALFORMED_EVENT, "S3 notification record has no s3.bucket/s3.object")
+        obj = s3["object"]
+        raw_key = obj.get("key")
+        if not isinstance(raw_key, str):
+            raise SocratextError(MALFORMED_EVENT, "S3 notification record has no object key")
+        try:
+            key = unquote_plus(raw_key, errors="strict") if "%" in raw_key or "+" in raw_key else raw_key
+        except UnicodeDecodeError:
+            raise SocratextError(MALFORMED_EVENT, "S3 object key is not URL-encoded UTF-8") from None
+        if key.endswith("/"):
+            continue  # a "folder" marker object
+        bucket, key = check_location(s3["bucket"].get("name"), key, allowed)
+        size, etag = obj.get("size"), obj.get("eTag", obj.get("etag"))
+        if size is not None and (type(size) is not int or size < 0):
+            raise SocratextError(MALFORMED_EVENT, "S3 object size is not a non-negative integer")
+        if etag is not None and not isinstance(etag, str):
+            raise SocratextError(MALFORMED_EVENT, "S3 object eTag is not a string")
+        content_type = obj.get("contentType")
+        content_type = content_type if isinstance(content_type, str) and len(content_type) <= 255 else None
+        uploaded_at = parse_time(rec.get("eventTime"), "eventTime")
+        out.append(UploadEvent(s3_receipt_id(bucket, key, etag), bucket, key, uploaded_at, content_type,
+                               size, etag, origin="s3"))
+    return out
+
+
+def parse_ocr(raw: bytes) -> OcrEvent:
+    """Parse a `receipts.ocr` value (produced by stage 1, but still checked: topics are shared)."""
+    doc = load_json(raw)
+    if not isinstance(doc, dict):
+        raise SocratextError(MALFORMED_EVENT, f"event is a JSON {type(doc).__name__}, not an object")
+    _check_version(doc)
+    receipt_id = _check_receipt_id(doc.get("receipt_id"))
+    source = doc.get("source")
+    if not isinstance(source, dict) or not all(isinstance(v, str) for v in source.values()):
+        raise SocratextError(MALFORMED_EVENT, "source must be an object of strings")
+    uploaded_at = parse_time(doc.get("uploaded_at"))
+    try:
+        page = OcrPage.from_dict(doc["page"])
+        page_number, page_count = int(doc.get("page_number", 1)), int(doc.get("page_count", 1))
+        timings = {str(k): float(v) for k, v in (doc.get("timings_ms") or {}).items()}
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise SocratextError(MALFORMED_EVENT, f"invalid OCR page: {type(exc).__name__}: {str(exc)[:120]}") \
+            from None
+    return OcrEvent(receipt_id, dict(source), uploaded_at, page, page_number, page_count, timings)
+
+
+def receipt_id_hint(raw: bytes) -> str | None:
+    """The receipt id of an event that failed validation, when one can be read (for the dead letter)."""
+    try:
+        doc = json.loads(bytes(raw[:MAX_EVENT_BYTES]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError, TypeError):
+        return None
+    rid = doc.get("receipt_id") if isinstance(doc, dict) else None
+    return rid if isinstance(rid, str) and RECEIPT_ID_RE.match(rid) else None
+
+
+# --- output events -------------------------------------------------------------------------------------
+
+def page_receipt_id(receipt_id: str, page_number: int, page_count: int) -> str:
+    """A multi-page PDF is one receipt per page: `<id>-p<N>` (1-based); a single page keeps its id."""
+    return receipt_id if page_count == 1 else f"{receipt_id}-p{page_number}"
+
+
+def ocr_event(upload: UploadEvent, page: OcrPage, page_number: int, page_count: int,
+              timings_ms: dict[str, float]) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "receipt_id": page_receipt_id(upload.receipt_id, page_number, page_count),
+        "parent_receipt_id": upload.receipt_id,
+        "source": upload.source,
+        "uploaded_at": upload.uploaded_at,
+        "page_number": page_number,
+        "page_count": page_count,
+        "page": page.export(),
+        "timings_ms": {k: round(float(v), 2) for k, v in timings_ms.items()},
+    }
+
+
+def extracted_event(receipt: dict[str, Any], uploaded_at: str, extracted_at: str | None = None,
+                    ) -> dict[str, Any]:
+    """The output contract (`Receipt.export()`) plus the stream's envelope fields."""
+    return {"schema_version": SCHEMA_VERSION, **receipt, "uploaded_at": uploaded_at,
+            "extracted_at": extracted_at or now_iso()}
+
+
+def review_event(extracted: dict[str, Any], page: OcrPage, labels: list[Any]) -> dict[str, Any]:
+    """A receipt for human review: what we extracted, and the words + labels to correct (retraining feed)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "receipt_id": extracted["receipt_id"],
+        "source": extracted["source"],
+        "uploaded_at": extracted["uploaded_at"],
+        "extracted_at": extracted["extracted_at"],
+        "receipt": extracted,
+        "page": page.export(),
+        "word_labels": [{"label": lab.label, "probability": round(float(lab.probability), 4)}
+                        for lab in labels],
+    }
+
+
+def deadletter_event(original: bytes, *, stage: str, code: str, message: str, receipt_id: str | None,
+                     topic: str | None = None, partition: int | None = None, offset: int | None = None,
+                     ) -> dict[str, Any]:
+    """A failure, with what is needed to replay it: the original value (text when it is UTF-8, else
+    base64; cut at `MAX_DEADLETTER_ORIGINAL`), where it came from, and the stable error code."""
+    data = bytes(original[:MAX_DEADLETTER_ORIGINAL])
+    try:
+        enc, text = "utf-8", data.decode("utf-8")
+    except UnicodeDecodeError:
+        enc, text = "base64", base64.b64encode(data).decode("ascii")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "receipt_id": receipt_id,
+        "stage": stage,
+        "code": code,
+        "message": message[:2000],
+        "failed_at": now_iso(),
+        "origin": {"topic": topic, "partition": partition, "offset": offset},
+        "original": {"encoding": enc, "data": text, "size": len(original),
+                     "truncated": len(original) > MAX_DEADLETTER_ORIGINAL},
+    }
