@@ -13,6 +13,8 @@ import random
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
+from socratext.fields.normalize import luhn_ok
+
 CENT = Decimal("0.01")
 
 # VAT rates in force in France (metropolitan), in percent.
@@ -28,23 +30,12 @@ def q2(x: Decimal) -> Decimal:
 # Identifiers
 
 
-def luhn_valid(digits: str) -> bool:
-    """The Luhn check used by SIREN/SIRET numbers."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
 
 
 def _luhn_complete(prefix: str) -> str:
     """Append the one digit that makes `prefix + digit` Luhn-valid."""
     for d in "0123456789":
-        if luhn_valid(prefix + d):
+        if luhn_ok(prefix + d):
             return prefix + d
     raise AssertionError("unreachable: one of ten digits always completes a Luhn number")
 
