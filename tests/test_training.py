@@ -1,0 +1,189 @@
+"""Training and the model directory: a tiny model learns, saves, reloads and predicts identically."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from socratext.document import OcrPage, Word, WordLabel
+from socratext.extractors.base import Extractor
+from socratext.labels import BIO_LABELS, LABEL_SET_VERSION
+from socratext.model.extractor import CombinedExtractor, LayoutModelExtractor, save_model_dir
+from socratext.model.tokenizer import train_wordpiece
+from training.datasets.common import LabeledPage
+from training.train import batches, encode_pages, fresh_config, word_f1
+
+LABEL2ID = {t: i for i, t in enumerate(BIO_LABELS)}
+
+
+def _page(seed: int) -> LabeledPage:
+    rng = random.Random(seed)
+    words, labels = [], []
+    lines = [(["CARREFOUR", "MARKET"], "merchant_name"), (["12", "rue", "de", "Paris"], "merchant_address"),
+             (["BAGUETTE", "1,20"], None), (["TOTAL", f"{rng.randint(1, 99)},{rng.randint(10, 99)}"], None),
+             (["12/03/2024"], "date")]
+    for li, (ws, lab) in enumerate(lines):
+        for k, w in enumerate(ws):
+            words.append(Word(w, (40 + 120 * k, 40 + 50 * li, 150 + 120 * k, 80 + 50 * li), line_id=li))
+            if lab:
+                labels.append(lab)
+            elif ws[0] == "BAGUETTE":
+                labels.append("item_name" if k == 0 else "item_total_price")
+            else:
+                labels.append("O" if k == 0 else "total")
+    return LabeledPage(OcrPage(words, 800, 400), labels)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    pages = [_page(0), _page(1)]
+    texts = [" ".join(w.text for w in p.page.words) for p in pages] * 5
+    tok = train_wordpiece(texts, vocab_size=200, min_frequency=1)
+    from transformers import LayoutLMv3ForTokenClassification
+
+    from socratext.model.layoutlmv3 import tiny_layoutlmv3_config
+
+    # relative attention biases off: 5x faster on CPU, as in the default "mini" model
+    cfg = tiny_layoutlmv3_config(len(tok), len(BIO_LABELS), pad_token_id=tok.pad_token_id, max_tokens=128,
+                                 visual=False, has_relative_attention_bias=False,
+                                 has_spatial_attention_bias=False,
+                                 id2label=dict(enumerate(BIO_LABELS)), label2id=LABEL2ID)
+    model = LayoutLMv3ForTokenClassification(cfg)
+    return model, tok, pages
+
+
+def test_train_steps_reduce_loss(tiny):
+    from socratext.model.encoding import collate
+
+    model, tok, pages = tiny
+    windows = encode_pages(pages, tok, LABEL2ID, 128, 32)
+    batch = collate(windows, tok.pad_token_id)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(20):
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_save_load_round_trip_identical_predictions(tiny, tmp_path):
+    model, tok, pages = tiny
+    out = save_model_dir(model, tok, tmp_path / "m", {"name": "tiny-test", "version": "7", "seed": 1})
+    meta = json.loads((out / "labels.json").read_text())
+    assert meta["labels"] == list(BIO_LABELS) and meta["label_set_version"] == LABEL_SET_VERSION
+    assert meta["version"] == "7" and (out / "model_card.md").read_text().startswith("# tiny-test 7")
+    assert any(out.glob("*.safetensors"))
+
+    in_memory = LayoutModelExtractor(model, tok, device="cpu", max_length=128)
+    loaded = LayoutModelExtractor.from_pretrained(out, device="cpu", max_length=128)
+    assert isinstance(loaded, Extractor)
+    assert loaded.name == "tiny-test" and loaded.version == "7"
+    p = [pg.page for pg in pages]
+    a, b = in_memory.label(p), loaded.label(p)
+    assert [[w.label for w in row] for row in a] == [[w.label for w in row] for row in b]
+    for ra, rb in zip(a, b, strict=True):
+        for wa, wb in zip(ra, rb, strict=True):
+            assert wa.probability == pytest.approx(wb.probability, abs=1e-5)
+
+
+def test_model_dir_can_ask_for_the_rules_combination(tiny, tmp_path):
+    pytest.importorskip("socratext.extractors.rules")
+    model, tok, pages = tiny
+    out = save_model_dir(model, tok, tmp_path / "c", {"name": "c", "version": "1"},
+                         combine_with_rules={"threshold": 0.4, "rules_first": ["date"]})
+    ext = LayoutModelExtractor.from_pretrained(out, device="cpu")
+    assert isinstance(ext, CombinedExtractor) and ext.threshold == 0.4 and ext.rules_first == {"date"}
+    assert ext.name == "c+rules"
+    assert [len(r) for r in ext.label([pages[0].page])] == [len(pages[0].page.words)]
+    bare = LayoutModelExtractor.from_pretrained(out, device="cpu", combine=False)
+    assert isinstance(bare, LayoutModelExtractor)
+
+
+def test_extractor_one_label_per_word_even_across_windows(tiny):
+    model, tok, pages = tiny
+    ext = LayoutModelExtractor(model, tok, device="cpu", max_length=16, stride=4, batch_size=3)
+    long_page = OcrPage([Word(f"mot{i}", (0, i, 10, i + 1), line_id=i) for i in range(60)], 100, 100)
+    empty = OcrPage([], 10, 10)
+    out = ext.label([pages[0].page, long_page, empty], None)
+    assert [len(r) for r in out] == [len(pages[0].page.words), 60, 0]
+    for row in out:
+        for wl in row:
+            assert isinstance(wl, WordLabel) and "-" not in wl.label and 0.0 <= wl.probability <= 1.0
+
+
+class _Fixed:
+    def __init__(self, name, labels):
+        self.name, self.version, self._labels = name, "1", labels
+
+    def label(self, pages, images=None):
+        return [self._labels for _ in pages]
+
+
+def test_combined_extractor_uses_rules_where_model_is_unsure():
+    model = _Fixed("m", [WordLabel("total", 0.9), WordLabel("O", 0.3), WordLabel("O", 0.2)])
+    rules = _Fixed("rules", [WordLabel("date", 1.0), WordLabel("date", 1.0), WordLabel("O", 1.0)])
+    out = CombinedExtractor(model, rules, threshold=0.5, rules_first=()).label([OcrPage([], 1, 1)])[0]
+    assert [w.label for w in out] == ["total", "date", "O"]
+
+
+def test_combined_extractor_rules_first_fields():
+    comb = CombinedExtractor(_Fixed("m", []), _Fixed("r", []), threshold=0.5, rules_first=("date",))
+    m = [WordLabel("date", 0.99), WordLabel("O", 0.9), WordLabel("total", 0.9)]
+    r = [WordLabel("O", 1.0), WordLabel("date", 0.9), WordLabel("O", 1.0)]
+    assert [w.label for w in comb.merge(m, r)] == ["O", "date", "total"]
+    # rules find no date: the model's date stands
+    assert [w.label for w in comb.merge(m, [WordLabel("O", 1.0)] * 3)] == ["date", "O", "total"]
+
+
+def test_word_f1_macro_over_seen_labels():
+    gold = [["O", "total", "date", "date"]]
+    pred = [["total", "total", "date", "O"]]
+    m = word_f1(gold, pred)
+    assert m["per_label"]["total"]["p"] == 0.5 and m["per_label"]["total"]["r"] == 1.0
+    assert m["per_label"]["date"]["r"] == 0.5
+    assert set(m["per_label"]) == {"total", "date"}
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+
+
+def test_fresh_mini_config_is_consistent():
+    cfg = fresh_config("layoutlmv3-mini", 500, 0, 512, visual=False)
+    assert cfg.hidden_size == 128 and not cfg.has_relative_attention_bias and not cfg.visual_embed
+    assert 4 * cfg.coordinate_size + 2 * cfg.shape_size == cfg.hidden_size
+    assert cfg.max_position_embeddings >= 512 + 1 and cfg.id2label[0] == "O"
+
+
+def test_batches_cover_every_window_once(tiny):
+    _, tok, pages = tiny
+    windows = encode_pages(pages * 5, tok, LABEL2ID, 128, 32)
+    bs = batches(windows, 3, random.Random(0))
+    flat = sorted(k for b in bs for k in b)
+    assert flat == list(range(len(windows))) and all(len(b) <= 3 for b in bs)
+
+
+@pytest.mark.slow
+def test_train_cli_tiny_run(tmp_path):
+    pytest.importorskip("tensorboard")
+    from training.datasets.labelstudio import SAMPLE
+    from training.train import main
+
+    if not SAMPLE.exists():
+        pytest.skip("no Label Studio sample")
+    out = tmp_path / "model"
+    rc = main(["--model", "layoutlmv3-tiny", "--data", "labelstudio", "--epochs", "1", "--max-steps", "3",
+               "--out", str(out), "--run-name", "pytest-tiny",
+               "--log-dir", str(tmp_path / "runs"), "--threads", "1", "--vocab-size", "300"])
+    assert rc == 0
+    assert any((tmp_path / "runs" / "pytest-tiny").glob("events.out.tfevents.*"))
+    assert (out / "labels.json").exists() and (out / "model_card.md").exists()
+    card = (out / "model_card.md").read_text()
+    assert "--max-steps 3" in card and "labelstudio" in card
+    ext = LayoutModelExtractor.from_pretrained(out, device="cpu")
+    assert ext.version.startswith("pytest-tiny")

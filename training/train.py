@@ -1,0 +1,435 @@
+"""Train a layout token classifier (LayoutLMv3 / LayoutLMv2) on word-labelled receipts.
+
+    python -m training.train --lr 4e-4 --batch-size 8 --model layoutlmv3-mini \\
+        --data synthetic,sroie,labelstudio --n-synth 400 --epochs 12 --out runs/ckpt/small
+
+`--model` is either an architecture name — `layoutlmv3-tiny|small`, `layoutlmv2-tiny|small` — trained from
+scratch with a WordPiece tokenizer learned on the training text, or a model directory / hub id to
+fine-tune (its own tokenizer; the classification head is re-initialised if its label set differs).
+Text+layout LayoutLMv3 (`visual_embed=False`) is the default: on a 2-core CPU budget the image branch
+costs more than it gives, and Label Studio data has no images (`--visual` turns it on).
+
+Data: synthetic French receipts (seeds 0..n-1, OCR'd with Tesseract and labels transferred, cached),
+SROIE's training split (key values matched to its lines; `--sroie-ocr` moves the labels onto
+Tesseract's words) and the Label Studio sample's training split. The held-out sets (SROIE last 20 %,
+Label Studio last 20 %, synthetic seeds ≥ 900000) are never read. Validation = the last 10 % of each
+training source; early stopping on the word-level macro F1 over labels seen in validation.
+
+Optimiser AdamW with linear warmup then linear decay; seeded (python, numpy, torch) for reproducible
+runs; TensorBoard logs in `runs/<run-name>/`; the best checkpoint (save_pretrained + tokenizer +
+labels.json + model_card.md) in `--out`; `--s3` also uploads logs and checkpoint to the object store
+under `training/<run-name>/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from socratext.labels import BIO_LABELS, LABEL_SET_VERSION, OTHER, WORD_LABELS
+from socratext.model.encoding import Window, bio_tags, collate, encode_page, image_input, layout_boxes
+from socratext.model.extractor import LayoutModelExtractor, model_class, save_model_dir, uses_images
+from socratext.model.tokenizer import load_tokenizer, train_wordpiece
+from socratext.settings import REPO_ROOT
+from training.datasets.common import LabeledPage, split_train_val
+
+ARCHS = ("layoutlmv3-tiny", "layoutlmv3-mini", "layoutlmv3-small", "layoutlmv2-tiny", "layoutlmv2-small")
+MINI = {"hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 512,
+        "has_relative_attention_bias": False, "has_spatial_attention_bias": False}
+"""`layoutlmv3-mini`, the CPU default: LayoutLMv3's 1-D and 2-D relative attention biases are built from
+(batch, L, L, bins) one-hot tensors — on a 300-token receipt they made a forward pass 3–10× slower on CPU
+than the transformer itself — so the mini model keeps the absolute 2-D box embeddings only (as
+LayoutLMv1 does, which reads receipts well), at hidden 128 × 3 layers."""
+SOURCES = ("synthetic", "sroie", "labelstudio")
+
+
+# --- data --------------------------------------------------------------------------------------------
+
+def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synth_ocr: bool = True,
+              synth_repeat: int = 1, synth_cached_only: bool = False,
+              sroie_ocr: bool = False, with_images: bool = False, log: Any = print,
+              ) -> tuple[list[LabeledPage], list[LabeledPage], dict[str, Any]]:
+    """Training and validation pages from the named sources (held-out splits excluded)."""
+    train: list[LabeledPage] = []
+    val: list[LabeledPage] = []
+    stats: dict[str, Any] = {}
+    for src in sources:
+        t0 = time.perf_counter()
+        if src == "synthetic":
+            from training.datasets.synthetic import cache_path, load_synthetic, train_seeds
+
+            seeds = train_seeds(n_synth)
+            if synth_cached_only:  # use what a background job has already OCR'd, skip the rest
+                seeds = [s for s in seeds if cache_path(s, synth_ocr).is_file()]
+            pages = [load_synthetic(s, ocr=synth_ocr, with_image=with_images) for s in seeds]
+        elif src == "sroie":
+            from training.datasets.sroie import SROIE_DIR, load_sroie, train_stems
+
+            if not SROIE_DIR.exists():
+                log(f"skipping sroie: no data at {SROIE_DIR}")
+                continue
+            pages = [load_sroie(s, ocr=sroie_ocr, with_image=with_images)[0] for s in train_stems()]
+        elif src == "labelstudio":
+            from training.datasets.labelstudio import SAMPLE, load_export, split
+
+            if not SAMPLE.exists():
+                log(f"skipping labelstudio: no export at {SAMPLE}")
+                continue
+            pages = split(load_export())[0]
+        else:
+            raise ValueError(f"unknown data source {src!r}; one of {SOURCES}")
+        tr, va = split_train_val(pages, val_fraction)
+        if src == "synthetic":  # oversampling: the French target data is the scarcest
+            tr = tr * max(1, synth_repeat)
+        train += tr
+        val += va
+        stats[src] = {"train": len(tr), "val": len(va), "seconds": round(time.perf_counter() - t0, 1),
+                      "labels": dict(Counter(lab for p in tr for lab in p.labels if lab != OTHER))}
+        log(f"{src}: {len(tr)} train / {len(va)} val pages ({stats[src]['seconds']} s)")
+    return train, val, stats
+
+
+def encode_pages(pages: Sequence[LabeledPage], tokenizer: Any, label2id: dict[str, int], max_length: int,
+                 stride: int, box_mode: str = "word") -> list[Window]:
+    windows = []
+    for i, p in enumerate(pages):
+        tags = bio_tags(p.labels, [w.line_id for w in p.page.words])
+        boxes = layout_boxes(p.page, box_mode)
+        windows += encode_page([w.text for w in p.page.words], boxes, tokenizer, tags=tags,
+                               label2id=label2id, page=i, max_length=max_length, stride=stride)
+    return windows
+
+
+def batches(windows: Sequence[Window], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar lengths (less padding): shuffle, sort within pools of 16 batches,
+    cut, shuffle the batches."""
+    idx = list(range(len(windows)))
+    rng.shuffle(idx)
+    pool = batch_size * 16
+    out = []
+    for p in range(0, len(idx), pool):
+        chunk = sorted(idx[p:p + pool], key=lambda k: len(windows[k]))
+        out += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+    rng.shuffle(out)
+    return out
+
+
+# --- metrics -----------------------------------------------------------------------------------------
+
+def word_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Word-level precision/recall/F1 per non-O label, and their macro average over labels that occur
+    in the gold data (a label nobody annotated would only add a meaningless 0 or 1)."""
+    tp: Counter[str] = Counter()
+    fp: Counter[str] = Counter()
+    fn: Counter[str] = Counter()
+    for g_page, p_page in zip(gold, pred, strict=True):
+        for g, p in zip(g_page, p_page, strict=True):
+            if g == p:
+                if g != OTHER:
+                    tp[g] += 1
+            else:
+                if p != OTHER:
+                    fp[p] += 1
+                if g != OTHER:
+                    fn[g] += 1
+    per = {}
+    for lab in WORD_LABELS:
+        if lab == OTHER or tp[lab] + fn[lab] == 0:
+            continue
+        prec = tp[lab] / (tp[lab] + fp[lab]) if tp[lab] + fp[lab] else 0.0
+        rec = tp[lab] / (tp[lab] + fn[lab])
+        per[lab] = {"p": prec, "r": rec, "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
+                    "support": tp[lab] + fn[lab]}
+    macro = float(np.mean([v["f1"] for v in per.values()])) if per else 0.0
+    return {"macro_f1": macro, "per_label": per}
+
+
+def evaluate_pages(model: Any, tokenizer: Any, pages: Sequence[LabeledPage], max_length: int,
+                   stride: int, batch_size: int) -> dict[str, Any]:
+    """Word-level F1 of `model` on `pages` through the inference path (windows merged per word)."""
+    ext = LayoutModelExtractor(model, tokenizer, device=next(model.parameters()).device,
+                               max_length=max_length, stride=stride, batch_size=batch_size)
+    preds = ext.label([p.page for p in pages], [p.image for p in pages])
+    model.train()
+    return word_f1([p.labels for p in pages], [[w.label for w in row] for row in preds])
+
+
+# --- model -------------------------------------------------------------------------------------------
+
+def fresh_config(arch: str, vocab_size: int, pad_id: int, max_length: int, visual: bool) -> Any:
+    from socratext.model import layoutlmv2, layoutlmv3
+
+    family, size = arch.split("-")
+    n = len(BIO_LABELS)
+    if family == "layoutlmv3":
+        fn = layoutlmv3.small_layoutlmv3_config if size == "small" else layoutlmv3.tiny_layoutlmv3_config
+        extra: dict[str, Any] = {}
+        if size == "mini":
+            coordinate, shape = layoutlmv3.layout_sizes(MINI["hidden_size"])
+            extra = dict(MINI, coordinate_size=coordinate, shape_size=shape)
+        cfg = fn(vocab_size, n, pad_token_id=pad_id, max_tokens=max_length, visual=visual, **extra)
+    else:
+        fn = layoutlmv2.tiny_layoutlmv2_config if size == "tiny" else layoutlmv2.small_layoutlmv2_config
+        cfg = fn(vocab_size, n, max_tokens=max_length, pad_token_id=pad_id)
+    cfg.id2label = dict(enumerate(BIO_LABELS))
+    cfg.label2id = {t: i for i, t in enumerate(BIO_LABELS)}
+    return cfg
+
+
+def build_model(spec: str, train_pages: Sequence[LabeledPage], *, vocab_size: int, max_length: int,
+                visual: bool) -> tuple[Any, Any]:
+    """(model, tokenizer): fresh from an architecture name, or loaded from a directory / hub id."""
+    if spec in ARCHS:
+        texts = (" ".join(p.page.words[i].text for i in line) for p in train_pages for line in p.page.lines())
+        tokenizer = train_wordpiece(texts, vocab_size=vocab_size)
+        cfg = fresh_config(spec, len(tokenizer), tokenizer.pad_token_id, max_length, visual)
+        if cfg.model_type == "layoutlmv3":
+            cfg.architectures = ["LayoutLMv3LinearForTokenClassification"]
+        return model_class(cfg.model_type, cfg.architectures)(cfg), tokenizer
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(spec)
+    labels = [cfg.id2label.get(i, cfg.id2label.get(str(i))) for i in range(len(cfg.id2label))]
+    same = labels == list(BIO_LABELS)
+    kwargs = {} if same else {"num_labels": len(BIO_LABELS), "id2label": dict(enumerate(BIO_LABELS)),
+                              "label2id": {t: i for i, t in enumerate(BIO_LABELS)},
+                              "ignore_mismatched_sizes": True}
+    model = model_class(cfg.model_type, cfg.architectures).from_pretrained(spec, **kwargs)
+    return model, load_tokenizer(spec)
+
+
+# --- object store ------------------------------------------------------------------------------------
+
+class Uploader:
+    """Copies run artefacts to the object store (`training/<run-name>/...` in the configured bucket)."""
+
+    def __init__(self, run_name: str) -> None:
+        from socratext.settings import get_settings
+        from socratext.storage import ObjectStore
+
+        self.settings = get_settings()
+        self.store = ObjectStore(self.settings)
+        self.bucket = self.settings.s3_bucket
+        self.prefix = f"training/{run_name}"
+        self.store.ensure_bucket(self.bucket)
+
+    def upload_dir(self, local: Path, sub: str) -> int:
+        n = 0
+        for f in sorted(local.rglob("*")):
+            if f.is_file():
+                ctype = "application/json" if f.suffix == ".json" else (
+                    "text/markdown" if f.suffix == ".md" else "application/octet-stream")
+                self.store.put_bytes(self.bucket, f"{self.prefix}/{sub}/{f.relative_to(local).as_posix()}",
+                                     f.read_bytes(), ctype)
+                n += 1
+        return n
+
+
+# --- training ----------------------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--s3", action="store_true", help="upload logs and checkpoints to the object store")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: no limit)")
+    ap.add_argument("--model", default="layoutlmv3-mini", help=f"{'|'.join(ARCHS)}, a model dir or a hub id")
+    ap.add_argument("--data", default="synthetic,sroie,labelstudio")
+    ap.add_argument("--n-synth", type=int, default=400, help="synthetic training receipts (seeds 0..n-1)")
+    ap.add_argument("--synth-repeat", type=int, default=1, help="repeat synthetic training pages N times")
+    ap.add_argument("--synth-cached-only", action="store_true",
+                    help="synthetic: only the seeds below --n-synth already in the cache")
+    ap.add_argument("--synth-gt", action="store_true", help="synthetic: ground-truth words instead of OCR")
+    ap.add_argument("--sroie-ocr", action="store_true", help="SROIE: transfer labels onto Tesseract words")
+    ap.add_argument("--out", type=Path, default=None, help="checkpoint dir (default runs/<run-name>/model)")
+    ap.add_argument("--run-name", default=None)
+    ap.add_argument("--log-dir", type=Path, default=REPO_ROOT / "runs",
+                    help="TensorBoard logs go to LOG_DIR/<run-name>")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--stride", type=int, default=128)
+    ap.add_argument("--vocab-size", type=int, default=4000)
+    ap.add_argument("--box-mode", choices=["word", "line"], default="word",
+                    help="word boxes, or word x + line y (see socratext.model.encoding.layout_boxes)")
+    ap.add_argument("--visual", action="store_true", help="LayoutLMv3: use the image patch embedding")
+    ap.add_argument("--warmup", type=float, default=0.1, help="warmup share of the steps")
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--val-fraction", type=float, default=0.1)
+    ap.add_argument("--patience", type=int, default=3, help="early stopping: evaluations without progress")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--time-budget-min", type=float, default=0, help="stop cleanly after N minutes (0: none)")
+    ap.add_argument("--version", default=None, help="model version written in labels.json")
+    ap.add_argument("--fp16-weights", action="store_true", help="save weights in fp16 (half the size)")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training run, top to bottom
+    args = parse_args(argv)
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    torch.set_num_threads(max(1, args.threads))
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # tesseract, when data must be OCR'd
+    seed_everything(args.seed)
+    run_name = args.run_name or f"{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = args.log_dir / run_name
+    out_dir = args.out or run_dir / "model"
+    command = "python -m training.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    uploader = Uploader(run_name) if args.s3 else None
+
+    sources = [s.strip() for s in args.data.split(",") if s.strip()]
+    t_start = time.perf_counter()
+    train_pages, val_pages, data_stats = load_data(
+        sources, args.n_synth, args.val_fraction, synth_ocr=not args.synth_gt, synth_repeat=args.synth_repeat,
+        synth_cached_only=args.synth_cached_only, sroie_ocr=args.sroie_ocr,
+        with_images=args.visual or args.model.startswith("layoutlmv2"))
+    if not train_pages:
+        print("no training data", file=sys.stderr)
+        return 2
+    model, tokenizer = build_model(args.model, train_pages, vocab_size=args.vocab_size,
+                                   max_length=args.max_length, visual=args.visual)
+    model.to(device)
+    model.config.box_mode = args.box_mode
+    label2id = {t: i for i, t in enumerate(BIO_LABELS)}
+    windows = encode_pages(train_pages, tokenizer, label2id, args.max_length, args.stride, args.box_mode)
+    image_key, image_fn = image_input(model.config.model_type, uses_images(model.config))
+    pixels = [image_fn(p.image) for p in train_pages] if image_key else None  # type: ignore[misc]
+    pad_id = tokenizer.pad_token_id or 0
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{len(train_pages)} train pages → {len(windows)} windows; {len(val_pages)} val pages; "
+          f"model {n_params / 1e6:.2f} M parameters; device {device}")
+
+    rng = random.Random(args.seed)
+    steps_per_epoch = -(-len(windows) // args.batch_size)
+    total = steps_per_epoch * args.epochs
+    if args.max_steps:
+        total = min(total, args.max_steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(args.warmup * total), total)
+    writer = SummaryWriter(str(run_dir))
+    writer.add_text("command", command)
+    best_f1, best_epoch, bad, step = -1.0, -1, 0, 0
+    history: list[dict[str, Any]] = []
+    stop = False
+    model.train()
+    bar = tqdm(total=total, desc="train", file=sys.stderr, dynamic_ncols=True)
+    for epoch in range(args.epochs):
+        losses = []
+        for batch_idx in batches(windows, args.batch_size, rng):
+            chunk = [windows[k] for k in batch_idx]
+            pix = torch.stack([pixels[w.page] for w in chunk]) if pixels is not None else None
+            batch = collate(chunk, pad_id, pix, image_key or "pixel_values")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.3f}")
+            if step % 10 == 0:
+                writer.add_scalar("train/loss", float(np.mean(losses[-10:])), step)
+                writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
+            if (args.max_steps and step >= args.max_steps) or (
+                    args.time_budget_min and time.perf_counter() - t_start > 60 * args.time_budget_min):
+                stop = True
+                break
+        metrics = (evaluate_pages(model, tokenizer, val_pages, args.max_length, args.stride, 16)
+                   if val_pages else {"macro_f1": -float(np.mean(losses)), "per_label": {}})
+        f1 = metrics["macro_f1"]
+        writer.add_scalar("val/macro_f1", f1, step)
+        for lab, m in metrics["per_label"].items():
+            writer.add_scalar(f"val_f1/{lab}", m["f1"], step)
+        history.append({"epoch": epoch, "step": step, "train_loss": round(float(np.mean(losses)), 4),
+                        "val_macro_f1": round(f1, 4)})
+        bar.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  val macro F1 {f1:.4f}")
+        if f1 > best_f1:
+            best_f1, best_epoch, bad = f1, epoch, 0
+            card = model_card(args, command, run_name, data_stats, metrics, history, n_params,
+                              time.perf_counter() - t_start)
+            to_save = model
+            if args.fp16_weights:
+                import copy
+
+                to_save = copy.deepcopy(model).half()
+            save_model_dir(to_save, tokenizer, out_dir, card)
+            (out_dir / "val_metrics.json").write_text(json.dumps(metrics, indent=2))
+        else:
+            bad += 1
+        writer.flush()
+        if uploader is not None:
+            uploader.upload_dir(run_dir, "runs")
+            uploader.upload_dir(out_dir, "model")
+        if stop or bad >= args.patience:
+            break
+    bar.close()
+    writer.close()
+    print(f"best val macro F1 {best_f1:.4f} (epoch {best_epoch}); model in {out_dir}; "
+          f"{(time.perf_counter() - t_start) / 60:.1f} min")
+    if uploader is not None:
+        uploader.upload_dir(run_dir, "runs")
+    return 0
+
+
+def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats: dict[str, Any],
+               metrics: dict[str, Any], history: list[dict[str, Any]], n_params: int, seconds: float,
+               ) -> dict[str, Any]:
+    per = {lab: f"F1 {m['f1']:.3f} (P {m['p']:.3f} R {m['r']:.3f}, {m['support']} words)"
+           for lab, m in metrics["per_label"].items()}
+    return {
+        "name": f"socratext-{Path(args.model).name}",
+        "version": args.version or run_name,
+        "summary": ("Word-level token classifier for receipt fields (labels: socratext.labels, "
+                    f"label-set version {LABEL_SET_VERSION}); input = Tesseract words + 0–1000 boxes"
+                    + (" + image." if args.visual else ", no image (text + layout)."))
+                   ,
+        "command": command,
+        "seed": args.seed,
+        "training_data": {k: f"{v['train']} train / {v['val']} val pages" for k, v in data_stats.items()},
+        "data_notes": [
+            "synthetic: training.synth.generator seeds 0..n-1, read by Tesseract, labels transferred from "
+            "ground-truth boxes" + (" (ground-truth words)" if args.synth_gt else ""),
+            "sroie: training split only (sorted stems, first 80 %), labels from key values matched to lines"
+            + (", transferred onto Tesseract words" if args.sroie_ocr else " (SROIE's own OCR words)"),
+            "labelstudio: first 80 % of tasks by id; code_tva mapped to O",
+            "held out, never trained on: SROIE last 20 %, Label Studio last 20 %, synthetic seeds >= 900000",
+        ],
+        "hyperparameters": {"lr": args.lr, "batch_size": args.batch_size, "epochs": args.epochs,
+                            "max_length": args.max_length, "stride": args.stride,
+                            "vocab_size": args.vocab_size, "warmup": args.warmup,
+                            "weight_decay": args.weight_decay, "synth_repeat": args.synth_repeat,
+                            "box_mode": args.box_mode},
+        "parameters": f"{n_params / 1e6:.2f} M",
+        "validation_macro_f1": round(metrics["macro_f1"], 4),
+        "validation_per_label": per,
+        "history": [json.dumps(h) for h in history],
+        "training_minutes": round(seconds / 60, 1),
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
