@@ -18,8 +18,9 @@ err = Console(stderr=True)
 @app.command()
 def extract(
     files: list[Path] = typer.Argument(..., help="Receipt images (JPEG, PNG, TIFF, ...) or PDFs."),
-    model: str = typer.Option("default", "--model", "-m",
-                              help="'default' (bundled model), 'rules', a model directory or a hub id."),
+    model: str = typer.Option(None, "--model", "-m",
+                              help="'rules', 'default' (the bundled layout model), a model directory or "
+                                   "a hub id; default: SOCRATEXT_MODEL, else 'rules'."),
     pretty: bool = typer.Option(False, "--pretty", help="Indented JSON instead of JSON Lines."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Receipts per model micro-batch."),
     progress: bool = typer.Option(None, "--progress/--no-progress",

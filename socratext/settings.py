@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     ocr_deskew: bool = True
 
     # --- extraction ---
-    model: str = "default"
+    # "rules" until a layout model beats it end to end (see socratext/default_model/model_card.md);
+    # "default" is the bundled layout model, or give a model directory / hub id.
+    model: str = "rules"
     review_threshold: float = 0.75
     device: str = "auto"
 
