@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None, stage: str = "all", runtime: Ru
 
         runtime.ready["ocr"] = False
         ocr.register(app, topics, runtime.once("ocr", lambda: ocr.build_ocr_deps(settings, runtime.metrics)),
-                     runtime.executor, concurrency=int(settings.ocr_concurrency))
+                     runtime.executor, concurrency=settings.ocr_concurrency or (os.cpu_count() or 1))
     if stage in ("extract", "all"):
         from streams.agents import extract
 
