@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from socratext.document import OcrPage, Receipt
 from socratext.errors import SocratextError
@@ -60,8 +60,33 @@ class OcrResult:
     timings_ms: dict[str, float]
 
 
+def key_fields_readable(page: OcrPage) -> int:
+    """How many of the two fields almost every receipt prints were read: a date, an amount on a total line.
+
+    A cheap, extractor-independent signal that the OCR misread the receipt (faded or blurred photo), used to
+    decide on a second OCR pass.
+    """
+    from socratext.extractors.rules import TOTAL_KW
+    from socratext.fields.normalize import find_amounts, find_dates, fold
+
+    texts = [" ".join(page.words[i].text for i in line) for line in page.lines()]
+    has_date = any(find_dates(t) for t in texts)
+    has_total = any(TOTAL_KW.search(fold(t).upper()) and find_amounts(t) for t in texts)
+    return int(has_date) + int(has_total)
+
+
+def sharpen(image: Image.Image) -> Image.Image:
+    """Unsharp mask for the second OCR pass: restores stroke edges on blurred or faded photos."""
+    return image.filter(ImageFilter.UnsharpMask(radius=2, percent=150, threshold=3))
+
+
 class OcrStage:
-    """Image → preprocess → Tesseract, one receipt at a time (parallelism belongs at receipt level)."""
+    """Image → preprocess → Tesseract, one receipt at a time (parallelism belongs at receipt level).
+
+    When the first pass misses the date or the total line (`key_fields_readable`), a second pass reads a
+    sharpened copy and the better-read page wins. Sharpening every image is worse on average (it breaks
+    clean prints), so it is only a fallback; it costs a second OCR on the hard receipts only.
+    """
 
     def __init__(self, settings: Settings | None = None) -> None:
         from socratext.ocr import TesseractOcr
@@ -81,8 +106,15 @@ class OcrStage:
             pre = preprocess(img, self.settings)
             t1 = time.perf_counter()
             page = self.ocr([pre])[0]
-            t2 = time.perf_counter()
-            out.append(OcrResult(page, pre, {"preprocess": (t1 - t0) * 1e3, "ocr": (t2 - t1) * 1e3}))
+            timings = {"preprocess": (t1 - t0) * 1e3, "ocr": (time.perf_counter() - t1) * 1e3}
+            if self.settings.ocr_second_pass and (score := key_fields_readable(page)) < 2:
+                t2 = time.perf_counter()
+                alt = sharpen(pre)
+                alt_page = self.ocr([alt])[0]
+                if key_fields_readable(alt_page) > score:
+                    page, pre = alt_page, alt
+                timings["ocr_second_pass"] = (time.perf_counter() - t2) * 1e3
+            out.append(OcrResult(page, pre, timings))
         return out
 
 

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     ocr_languages: str = "fra+eng"
     ocr_max_side: int = 1800
     ocr_deskew: bool = True
+    ocr_second_pass: bool = True  # re-read a sharpened copy when the date or total line was not read
 
     # --- extraction ---
     # "rules" until a layout model beats it end to end (see socratext/default_model/model_card.md);
