@@ -337,6 +337,16 @@ def _build(rng: random.Random, typo: Typography, kind: str) -> _Builder:  # noqa
     def tail(a: _Article) -> list[Cell]:
         return [Cell([_L(code_of[a.rate])], 1.0, "right")] if codes else []
 
+    def truth(a: _Article, name: Seg, *printed: str) -> dict[str, str]:
+        """An item's ground truth: name and total, plus only the parts its layout printed."""
+        item = {"name": name.text}
+        if "quantity" in printed:
+            item["quantity"] = C.contract_quantity(a.qty)
+        if "unit_price" in printed:
+            item["unit_price"] = C.contract_amount(a.unit)
+        item["total_price"] = C.contract_amount(a.total)
+        return item
+
     qty_decimals = rng.random() < 0.2  # "2.00" / "2,00" instead of "2", as some tills print it
 
     def qty_txt(a: _Article) -> str:
@@ -364,7 +374,6 @@ def _build(rng: random.Random, typo: Typography, kind: str) -> _Builder:  # noqa
         }
         b.add(*[Cell([_L(t)], x, a) for t, x, a in hdr[layout]], style="small")
     for a in arts:
-        item: dict[str, str]
         name_seg = _L(C.to_title(a.name) if titled_items else a.name, "item_name")
         if layout == "simple" and not a.discount and (a.qty != 1 or a.by_weight):
             # "3 X GALETTE COMPLETE   35,67": quantity folded in front of the name
@@ -375,17 +384,13 @@ def _build(rng: random.Random, typo: Typography, kind: str) -> _Builder:  # noqa
                 *tail(a),
             )
             typo.fit_cell(line, 0)
-            item = {
-                "name": name_seg.text,
-                "quantity": C.contract_quantity(a.qty),
-                "total_price": C.contract_amount(a.total),
-            }
+            item = truth(a, name_seg, "quantity")
         elif a.discount or layout == "simple" or (layout == "qty_lines" and a.qty == 1 and not a.by_weight):
             line = b.add(
                 Cell([name_seg], 0.0), Cell(money(a.total, "item_total_price"), amt_right, "right"), *tail(a)
             )
             typo.fit_cell(line, 0)
-            item = {"name": name_seg.text, "total_price": C.contract_amount(a.total)}
+            item = truth(a, name_seg)
         elif layout == "qty_lines":
             line = b.add(Cell([name_seg], 0.0))
             typo.fit_cell(line, 0)
@@ -400,12 +405,7 @@ def _build(rng: random.Random, typo: Typography, kind: str) -> _Builder:  # noqa
             b.add(
                 Cell(q + unit, 0.06), Cell(money(a.total, "item_total_price"), amt_right, "right"), *tail(a)
             )
-            item = {
-                "name": name_seg.text,
-                "quantity": C.contract_quantity(a.qty),
-                "unit_price": C.contract_amount(a.unit),
-                "total_price": C.contract_amount(a.total),
-            }
+            item = truth(a, name_seg, "quantity", "unit_price")
         elif layout == "columns":
             line = b.add(
                 Cell([_L(qty_txt(a), "item_quantity")], 0.0),
@@ -415,12 +415,7 @@ def _build(rng: random.Random, typo: Typography, kind: str) -> _Builder:  # noqa
                 *tail(a),
             )
             typo.fit_cell(line, 1)
-            item = {
-                "name": name_seg.text,
-                "quantity": C.contract_quantity(a.qty),
-                "unit_price": C.contract_amount(a.unit),
-                "total_price": C.contract_amount(a.total),
-            }
+            item = truth(a, name_seg, "quantity", "unit_price")
         elif layout == "name_cols":
             line = b.add(
                 Cell([name_seg], 0.0),
@@ -430,12 +425,7 @@ def _build(rng: random.Random, typo: Typography, kind: str) -> _Builder:  # noqa
                 *tail(a),
             )
             typo.fit_cell(line, 0)
-            item = {
-                "name": name_seg.text,
-                "quantity": C.contract_quantity(a.qty),
-                "unit_price": C.contract_amount(a.unit),
-                "total_price": C.contract_amount(a.total),
-            }
+            item = truth(a, name_seg, "quantity", "unit_price")
         else:  # qty_name: quantity, name, line total
             line = b.add(
                 Cell([_L(qty_txt(a), "item_quantity")], 0.0),
@@ -444,11 +434,7 @@ def _build(rng: random.Random, typo: Typography, kind: str) -> _Builder:  # noqa
                 *tail(a),
             )
             typo.fit_cell(line, 1)
-            item = {
-                "name": name_seg.text,
-                "quantity": C.contract_quantity(a.qty),
-                "total_price": C.contract_amount(a.total),
-            }
+            item = truth(a, name_seg, "quantity")
         b.items.append(item)
 
     total = sum((a.total for a in arts), D(0))
