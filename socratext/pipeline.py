@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter
 
+from socratext import errors
 from socratext.document import OcrPage, Receipt
 from socratext.errors import SocratextError
 from socratext.extractors.base import Extractor
@@ -29,12 +30,16 @@ def receipt_id_for(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def load_extractor(name: str | None = None, settings: Settings | None = None) -> Extractor:
+def load_extractor(name: str | Extractor | None = None, settings: Settings | None = None) -> Extractor:
     """Resolve `--model`: "rules", "default" (the bundled model), a local model directory or a hub id.
+
+    An extractor instance is returned as it is, so every entry point takes either form.
 
     "default" falls back to the rules extractor only when no default model is bundled, so a checkout
     without trained weights still works end to end.
     """
+    if name is not None and not isinstance(name, str):
+        return name
     settings = settings or get_settings()
     name = name or settings.model
     from socratext.extractors.rules import RulesExtractor
@@ -164,7 +169,7 @@ def extract_files(paths: Sequence[str | Path], extractor: Extractor | str | None
     from socratext.imaging import load_images
 
     settings = settings or get_settings()
-    ext = extractor if not isinstance(extractor, str | None) else load_extractor(extractor, settings)
+    ext = load_extractor(extractor, settings)
     ocr = OcrStage(settings)
     stage = ExtractStage(ext, settings)
     receipts: list[Receipt] = []
@@ -178,7 +183,7 @@ def extract_files(paths: Sequence[str | Path], extractor: Extractor | str | None
             recs = stage([p[0].page for p in pending], [p[0].image for p in pending],
                          [p[1] for p in pending], [p[2] for p in pending])
         except Exception as exc:  # a model failure must not lose the batch's identity
-            failures.extend(Failure(p[2]["path"], "model_failed", str(exc)) for p in pending)
+            failures.extend(Failure(p[2]["path"], errors.MODEL_FAILED, str(exc)) for p in pending)
         else:
             for rec, (res, _, _, load_ms) in zip(recs, pending, strict=True):
                 rec.timings_ms = {"load": load_ms, **res.timings_ms, **rec.timings_ms}
@@ -200,7 +205,8 @@ def extract_files(paths: Sequence[str | Path], extractor: Extractor | str | None
         except SocratextError as exc:
             failures.append(Failure(str(path), exc.code, exc.message))
         except OSError as exc:
-            failures.append(Failure(str(path), "not_found" if not path.exists() else "io_error", str(exc)))
+            code = errors.FILE_NOT_FOUND if not path.exists() else errors.IO_ERROR
+            failures.append(Failure(str(path), code, str(exc)))
         if len(pending) >= batch_size:
             flush()
         if progress is not None:
@@ -213,7 +219,7 @@ def extract(images: Sequence[Image.Image], extractor: Extractor | str | None = N
             settings: Settings | None = None, receipt_ids: Sequence[str] | None = None) -> list[Receipt]:
     """The library entry point on in-memory images (a batch): `socratext.extract([img, ...])`."""
     settings = settings or get_settings()
-    ext = extractor if not isinstance(extractor, str | None) else load_extractor(extractor, settings)
+    ext = load_extractor(extractor, settings)
     results = OcrStage(settings)(images)
     ids = list(receipt_ids) if receipt_ids is not None else [
         receipt_id_for(img.tobytes()) for img in images]
