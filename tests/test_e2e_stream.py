@@ -9,98 +9,23 @@ the ids it produced, so old events on the shared topics do not matter. Every wai
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
-import random
 import signal
-import socket
-import subprocess
 import time
-import urllib.request
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
-from PIL import Image, ImageDraw
 
-from socratext.cli_stream import consume, make_producer, start_worker, started, stop_worker, upload_files
+from socratext.cli_stream import make_producer, stop_worker, upload_files
 from socratext.errors import MALFORMED_EVENT, NOT_AN_IMAGE, OBJECT_NOT_FOUND, UNKNOWN_SCHEMA_VERSION
 from socratext.settings import Settings
 from streams.events import dumps, now_iso, s3_receipt_id
 from streams.topics import DEADLETTER, EXTRACTED, REVIEW, load_schema
+from tests.streamkit import NONCE, Worker, collect, listen, receipt_images
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:.*(read_text|open_text) is deprecated:DeprecationWarning")]
-WAIT_S = float(os.environ.get("SOCRATEXT_E2E_WAIT_S", "180"))
-NONCE = uuid.uuid4().hex[:8]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def receipt_images(n: int, base: int = 7000) -> list[tuple[str, bytes, dict[str, str]]]:
-    """(name, JPEG bytes, true fields): synthetic receipts when the generator is there, else drawn ones.
-
-    Fixed seeds keep the content (and so the extraction) reproducible; the run nonce in a JPEG comment
-    makes the bytes, hence the content-derived receipt ids, unique to this run."""
-    out = []
-    try:
-        from training.synth.generator import generate_receipt
-    except ImportError:
-        generate_receipt = None
-    for i in range(n):
-        if generate_receipt is not None:
-            synth = generate_receipt(base + i, degrade=False)
-            img, truth = synth.image, dict(synth.fields)
-        else:
-            total = f"{random.Random(base + i).randrange(100, 9999) / 100:.2f}"
-            img = Image.new("RGB", (500, 700), "white")
-            draw = ImageDraw.Draw(img)
-            for y, line in enumerate(["SUPERMARCHE TEST", "21/11/2026 10:42", "PAIN 1,20",
-                                      f"TOTAL {total.replace('.', ',')} EUR", NONCE]):
-                draw.text((40, 40 + 60 * y), line, fill="black", font_size=28)
-            truth = {"total": total}
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=90, comment=f"{NONCE}-{i}".encode())
-        out.append((f"e2e-{NONCE}-{i}.jpg", buf.getvalue(), truth))
-    return out
-
-
-class Worker:
-    """The worker subprocess, restartable (the kill -9 test replaces it)."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.settings, self.log = settings, log
-        self.port = free_port()
-        self.env = {"SOCRATEXT_REVIEW_THRESHOLD": "1.01", "SOCRATEXT_MODEL": "rules",
-                    "SOCRATEXT_METRICS_PORT": str(self.port), "SOCRATEXT_BATCH_WINDOW_S": "0.3",
-                    "SOCRATEXT_STATE_DIR": str(settings.state_dir), "OMP_THREAD_LIMIT": "1"}
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = start_worker(self.settings, self.log, "all", self.env)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"worker exited:\n{self.log.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-                    if json.loads(r.read())["status"] == "ok":
-                        return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"worker not healthy in 90 s:\n{self.log.read_text()[-3000:]}")
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            return r.read().decode()
 
 
 @pytest.fixture(scope="module")
@@ -112,30 +37,6 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     finally:
         if w.proc is not None:
             stop_worker(w.proc)
-
-
-def collect(it: Iterator[tuple[str, Any]], settings: Settings, want: set[str], *, topics: set[str],
-            until: Any = None, wait_s: float = WAIT_S) -> list[tuple[str, dict[str, Any]]]:
-    """Gather events of `want` ids from the started consumer until `until(events)` holds (default: one
-    event per wanted id) or the wait is over."""
-    names = {t: getattr(settings, f"topic_{t}") for t in topics}
-    by_name = {v: k for k, v in names.items()}
-    got: list[tuple[str, dict[str, Any]]] = []
-    until = until or (lambda evs: {e["receipt_id"] for _, e in evs} >= want)
-    deadline = time.monotonic() + wait_s
-    for topic, value in it:
-        if isinstance(value, dict) and topic in by_name and value.get("receipt_id") in want:
-            got.append((by_name[topic], value))
-            if until(got):
-                break
-        if time.monotonic() > deadline:
-            break
-    return got
-
-
-def listen(settings: Settings) -> Iterator[tuple[str, Any]]:
-    return started(consume(settings, [settings.topic_extracted, settings.topic_review,
-                                      settings.topic_deadletter], timeout=WAIT_S))
 
 
 def test_uploads_come_out_extracted_and_for_review(stack: Settings, worker: Worker) -> None:
