@@ -27,6 +27,7 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 from socratext.document import OcrPage, WordLabel
 from socratext.labels import FIELDS, LABEL_SET_VERSION, OTHER, strip_bio
 from socratext.model.encoding import Window, collate, encode_page, image_input, layout_boxes, merge_windows
+from socratext.model.postprocess import row_consistent
 from socratext.model.tokenizer import load_tokenizer
 
 LABELS_FILE = "labels.json"
@@ -89,8 +90,9 @@ class LayoutModelExtractor:
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, name: str = "layoutlm",
                  version: str = "0", device: str | torch.device = "cpu", max_length: int = 512,
-                 stride: int = 128, batch_size: int = 8) -> None:
+                 stride: int = 128, batch_size: int = 8, row_smoothing: bool = True) -> None:
         self.model = model.eval()
+        self.row_smoothing = row_smoothing  # see socratext.model.postprocess
         self.tokenizer = tokenizer
         self.name = name
         self.version = version
@@ -147,8 +149,11 @@ class LayoutModelExtractor:
               ) -> list[list[WordLabel]]:
         probs = self.word_probabilities(pages, images)
         out = []
-        for p in probs:
-            idx = p.argmax(axis=1) if len(p) else np.zeros(0, dtype=np.int64)
+        for page, p in zip(pages, probs, strict=True):
+            if self.row_smoothing:
+                idx = row_consistent(page, p, self.word_labels)
+            else:
+                idx = p.argmax(axis=1) if len(p) else np.zeros(0, dtype=np.int64)
             out.append([WordLabel(self.word_labels[int(k)], float(p[i, k])) for i, k in enumerate(idx)])
         return out
 
