@@ -15,6 +15,15 @@ app = typer.Typer(help="Socratext: structured fields from receipt images, as a l
 err = Console(stderr=True)
 
 
+@app.callback()
+def _redact_logs() -> None:
+    """Mask card numbers and secrets in every log line of every command (socratext.privacy)."""
+    from socratext.privacy import install_log_redaction
+    from socratext.settings import get_settings
+
+    install_log_redaction(get_settings())
+
+
 @app.command()
 def extract(
     files: list[Path] = typer.Argument(..., help="Receipt images (JPEG, PNG, TIFF, ...) or PDFs."),
@@ -48,11 +57,18 @@ def extract(
 
 def _mount() -> None:
     """Attach the stack and streaming commands, which live beside the code they drive."""
+    from socratext.cli_models import models_app
     from socratext.cli_stack import stack_app
     from socratext.cli_stream import register
+    from socratext.replay import replay_cmd
 
     app.add_typer(stack_app, name="stack")
+    app.add_typer(models_app, name="models")
+    app.command("replay")(replay_cmd)
     register(app)
+    from training.review.cli import register as register_review  # the learning loop's review commands
+
+    register_review(app)
 
 
 _mount()

@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from socratext.privacy import install_log_redaction
 from socratext.settings import Settings, get_settings
 
 err = Console(stderr=True)
@@ -36,7 +37,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".p
 def make_producer(settings: Settings) -> Any:
     from kafka import KafkaProducer
 
-    return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    from socratext.kafka_config import kafka_python_kwargs
+
+    return KafkaProducer(**kafka_python_kwargs(settings, acks="all", linger_ms=5))
 
 
 def resolve_topic(settings: Settings, topic: str) -> str:
@@ -96,8 +99,10 @@ def consume(settings: Settings, topics: list[str], from_beginning: bool = False,
     this, then produce, and not miss anything. Values that are not JSON are yielded as bytes."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                             enable_auto_commit=False, consumer_timeout_ms=500)
+    from socratext.kafka_config import kafka_python_kwargs
+
+    consumer = KafkaConsumer(**kafka_python_kwargs(settings, group_id=None, enable_auto_commit=False,
+                                                   consumer_timeout_ms=500))
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
         if not tps:
@@ -134,6 +139,7 @@ def upload_cmd(
 ) -> None:
     """Upload receipts to the object store and announce them on receipts.uploaded; prints the receipt ids."""
     settings = get_settings()
+    install_log_redaction(settings)
     for row in upload_files(settings, [(str(f), f.read_bytes()) for f in files], bucket, prefix):
         typer.echo(row["receipt_id"])
         err.print(f"{row['file']} → s3://{row['bucket']}/{row['key']}", highlight=False)
@@ -147,6 +153,7 @@ def tail_cmd(
 ) -> None:
     """Print the events of a topic as JSON Lines on stdout (new ones only, unless --from-beginning)."""
     settings = get_settings()
+    install_log_redaction(settings)
     n = 0
     for _, value in started(consume(settings, [resolve_topic(settings, topic)], from_beginning, timeout)):
         line = json.dumps(value, ensure_ascii=False) if not isinstance(value, bytes) else json.dumps(
@@ -219,6 +226,7 @@ def demo_cmd(
     from socratext import stack
 
     settings = get_settings()
+    install_log_redaction(settings)
     src = images or SAMPLES_DIR
     files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if src.exists() else []
     if not files:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,8 +31,34 @@ def receipt_id_for(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+PLUGIN_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+"""`package.module:Name`: an extractor plugin (a class or factory called without arguments)."""
+
+
+def load_plugin_extractor(spec: str) -> Extractor:
+    """Import `package.module:Name` and build the extractor it names, so a worker can serve a custom
+    extractor (another model family, a fault-injecting one in the fault tests) through settings alone."""
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    try:
+        target = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load extractor plugin {spec!r}: {exc}") from exc
+    is_factory = isinstance(target, type) or (callable(target) and not hasattr(target, "label"))
+    try:
+        extractor = target() if is_factory else target
+    except TypeError as exc:  # a factory that wants arguments
+        raise ValueError(f"extractor plugin {spec!r} cannot be built without arguments: {exc}") from exc
+    if not all(hasattr(extractor, a) for a in ("name", "version", "label")):
+        raise ValueError(f"extractor plugin {spec!r} has no name/version/label: not an Extractor")
+    return extractor
+
+
 def load_extractor(name: str | Extractor | None = None, settings: Settings | None = None) -> Extractor:
-    """Resolve `--model`: "rules", "default" (the bundled model), a local model directory or a hub id.
+    """Resolve `--model`: "rules", "default" (the bundled model), a local model directory, a hub id, or a
+    registry reference "registry:<name>" (its current version) / "registry:<name>@<version>", or a plugin
+    "package.module:Name" (`load_plugin_extractor`).
 
     An extractor instance is returned as it is, so every entry point takes either form.
 
@@ -46,6 +73,12 @@ def load_extractor(name: str | Extractor | None = None, settings: Settings | Non
 
     if name == "rules":
         return RulesExtractor()
+    if name.startswith("registry:"):
+        from socratext.registry import load_registry_extractor
+
+        return load_registry_extractor(name, settings)
+    if PLUGIN_RE.match(name) and not Path(name).exists():
+        return load_plugin_extractor(name)
     if name == "default":
         if not (DEFAULT_MODEL_DIR / "config.json").exists():
             log.warning("no bundled default model in %s: using the rules extractor", DEFAULT_MODEL_DIR)
@@ -63,6 +96,7 @@ class OcrResult:
     page: OcrPage
     image: Image.Image
     timings_ms: dict[str, float]
+    sharpened: bool = False  # the second pass (sharpened copy) won: `image` is that copy
 
 
 def key_fields_readable(page: OcrPage) -> int:
@@ -94,16 +128,17 @@ class OcrStage:
     """
 
     def __init__(self, settings: Settings | None = None) -> None:
-        from socratext.ocr import TesseractOcr
+        from socratext.ocr import make_ocr
 
         self.settings = settings or get_settings()
         # Preprocessing is done here, not inside the OCR, because the extractor needs the very image
-        # the OCR boxes refer to (deskewed and resized).
-        self.ocr = TesseractOcr(languages=self.settings.ocr_languages, preprocess=False,
-                                settings=self.settings)
+        # the OCR boxes refer to (deskewed and resized). The engine (`settings.ocr_backend`) is
+        # thread-safe: the streaming worker calls one stage from several threads.
+        self.ocr = make_ocr(self.settings, languages=self.settings.ocr_languages, preprocess=False)
 
     def __call__(self, images: Sequence[Image.Image]) -> list[OcrResult]:
         from socratext.ocr import preprocess
+        from socratext.privacy import mask_page
 
         out = []
         for img in images:
@@ -112,14 +147,16 @@ class OcrStage:
             t1 = time.perf_counter()
             page = self.ocr([pre])[0]
             timings = {"preprocess": (t1 - t0) * 1e3, "ocr": (time.perf_counter() - t1) * 1e3}
+            sharpened = False
             if self.settings.ocr_second_pass and (score := key_fields_readable(page)) < 2:
                 t2 = time.perf_counter()
                 alt = sharpen(pre)
                 alt_page = self.ocr([alt])[0]
                 if key_fields_readable(alt_page) > score:
-                    page, pre = alt_page, alt
+                    page, pre, sharpened = alt_page, alt, True
                 timings["ocr_second_pass"] = (time.perf_counter() - t2) * 1e3
-            out.append(OcrResult(page, pre, timings))
+            # No card number goes further than the OCR: model input, outputs and logs see it masked.
+            out.append(OcrResult(mask_page(page), pre, timings, sharpened))
         return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,11 +29,21 @@ class Settings(BaseSettings):
     ocr_max_side: int = 1800
     ocr_deskew: bool = True
     ocr_second_pass: bool = True  # re-read a sharpened copy when the date or total line was not read
+    # "tesserocr": Tesseract's C++ API in-process, models loaded once per engine (about 2x less CPU per
+    # receipt, bench/bench_ocr_backends.py); "pytesseract": one `tesseract` program run per image. When the
+    # tesserocr package or tessdata is missing, "tesserocr" falls back to "pytesseract" with a warning.
+    ocr_backend: str = "tesserocr"
 
     # --- extraction ---
     # "rules" until a layout model beats it end to end (see socratext/default_model/model_card.md);
     # "default" is the bundled layout model, or give a model directory / hub id.
     model: str = "rules"
+    # The model registry (socratext/registry.py): `model` may also be "registry:<name>" (follow the
+    # version `current.json` names; workers re-check it every model_poll_s seconds between batches) or
+    # "registry:<name>@<version>" (pinned). Empty bucket = s3_bucket. model_poll_s <= 0: no live upgrade
+    # (the current version is read once, at start).
+    model_registry_bucket: str = ""
+    model_poll_s: float = 15.0
     review_threshold: float = 0.75
     device: str = "auto"
 
@@ -58,6 +69,29 @@ class Settings(BaseSettings):
     commit_every: int = 10
     commit_interval_s: float = 1.0
     kafka_session_timeout_s: float = 10.0
+    # Kafka security (socratext/kafka_config.py maps these onto kafka-python, aiokafka and Faust):
+    # PLAINTEXT (the local stack), SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS: production).
+    # Secrets are SecretStr: they never show in repr, logs or events (tests/test_kafka_config.py).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: str = ""  # CA bundle that signed the brokers' certificates; empty = system CAs
+    kafka_ssl_certfile: str = ""  # client certificate (mutual TLS), PEM
+    kafka_ssl_keyfile: str = ""  # its private key, PEM
+    kafka_ssl_key_password: SecretStr = SecretStr("")
+    kafka_ssl_check_hostname: bool = True
+    # Object store down (storage_unavailable): a fetch is tried s3_retry_attempts times in all, pausing
+    # between tries a random time in [base, min(max, base * 2**(n+1))] (socratext/retry.py), then the
+    # receipt is dead-lettered (replayable). Any outage shorter than (attempts - 1) * base is ridden out.
+    s3_retry_attempts: int = 6
+    s3_retry_base_s: float = 1.0
+    s3_retry_max_s: float = 8.0
+
+    # --- learning loop (training/review): where review records and reviewed training data live ---
+    review_dataset_prefix: str = "datasets/review/"  # one record per low-confidence receipt (collector)
+    reviewed_dataset_prefix: str = "datasets/reviewed/"  # reviewed labelled pages = training data
+    review_group: str = "socratext-review-collector"  # the collector's Kafka consumer group
 
 
 @lru_cache(maxsize=1)

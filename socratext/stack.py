@@ -117,8 +117,32 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
     }
 
 
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def scram_user(settings: Settings) -> tuple[str, str] | None:
+    """(username, password) when the local broker must require SASL/SCRAM, None for PLAINTEXT.
+
+    `kafka_security_protocol=SASL_PLAINTEXT` with a SCRAM mechanism makes `stack up` serve the broker
+    port with SASL/SCRAM (the user is created when the log dir is formatted, so on a fresh state dir):
+    the same authentication as production, without certificates. TLS needs certificates the local stack
+    does not make: use a real cluster for SSL / SASL_SSL."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol != "SASL_PLAINTEXT" or settings.kafka_sasl_mechanism not in SCRAM_MECHANISMS:
+        raise StackError("the local stack serves PLAINTEXT, or SASL_PLAINTEXT with SCRAM-SHA-256/512; "
+                         f"not {protocol} / {settings.kafka_sasl_mechanism}")
+    user, password = settings.kafka_sasl_username, settings.kafka_sasl_password.get_secret_value()
+    if not user or not password or any(c in user + password for c in '"\\,=[]\n\r '):
+        raise StackError("SASL_PLAINTEXT needs kafka_sasl_username and kafka_sasl_password "
+                         "(without quotes, backslashes, commas, '=', brackets or spaces)")
+    return user, password
+
+
 def kafka_properties(settings: Settings, data_dir: Path) -> str:
     broker, controller = kafka_endpoint(settings), kafka_controller(settings)
+    scram = scram_user(settings)
     lines = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -146,6 +170,19 @@ def kafka_properties(settings: Settings, data_dir: Path) -> str:
         "log.retention.hours": "168",
         "log.segment.bytes": str(64 * 1024 * 1024),
     }
+    if scram is not None:  # the client listener requires SASL/SCRAM; the controller stays internal
+        lines.update({
+            "listeners": f"SASL_PLAINTEXT://{broker},CONTROLLER://{controller}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{broker}",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS),
+            "sasl.mechanism.inter.broker.protocol": settings.kafka_sasl_mechanism,
+        })
+        for mech in SCRAM_MECHANISMS:
+            lines[f"listener.name.sasl_plaintext.{mech.lower()}.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{scram[0]}" password="{scram[1]}";')
     return "".join(f"{k}={v}\n" for k, v in lines.items())
 
 
@@ -296,6 +333,7 @@ def start_kafka(settings: Settings) -> int:
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
     props = home / "server.properties"
+    props.touch(mode=0o600)  # it holds the SCRAM password when the broker requires SASL
     props.write_text(kafka_properties(settings, data))
     log4j = home / "log4j.properties"
     log4j.write_text(LOG4J_PROPERTIES)
@@ -323,6 +361,7 @@ def start_kafka(settings: Settings) -> int:
                 "-c",
                 str(props),
                 "--ignore-formatted",
+                *_scram_format_args(settings),
             ],
             capture_output=True,
             text=True,
@@ -334,14 +373,27 @@ def start_kafka(settings: Settings) -> int:
     return _spawn(KAFKA, settings, [*jvm, "kafka.Kafka", str(props)])
 
 
+def _scram_format_args(settings: Settings) -> list[str]:
+    """`kafka-storage format --add-scram` for the configured user: KRaft stores SCRAM credentials in its
+    metadata log, so the user exists from the broker's first start."""
+    scram = scram_user(settings)
+    if scram is None:
+        return []
+    return [arg for mech in SCRAM_MECHANISMS
+            for arg in ("--add-scram", f"{mech}=[name={scram[0]},password={scram[1]}]")]
+
+
 def _kafka_admin(settings: Settings, timeout_s: float = 5.0):
     from kafka.admin import KafkaAdminClient  # imported lazily: the CLI works without the stream extra
 
-    return KafkaAdminClient(
+    from socratext.kafka_config import kafka_python_kwargs
+
+    return KafkaAdminClient(**kafka_python_kwargs(
+        settings,
         bootstrap_servers=str(kafka_endpoint(settings)),
         client_id="socratext-stack",
         request_timeout_ms=int(timeout_s * 1000),
-    )
+    ))
 
 
 def kafka_ready(settings: Settings) -> bool:
@@ -414,7 +466,20 @@ def minio_env(settings: Settings) -> dict[str, str]:
         # Events are written here first and replayed when Kafka is back, so a broker restart loses none.
         f"MINIO_NOTIFY_KAFKA_QUEUE_DIR_{t}": str(queue),
         f"MINIO_NOTIFY_KAFKA_QUEUE_LIMIT_{t}": "100000",
+        **_minio_sasl_env(settings),
     }
+
+
+def _minio_sasl_env(settings: Settings) -> dict[str, str]:
+    """MinIO's notification target authenticates like every other client when the broker wants SCRAM."""
+    scram = scram_user(settings)
+    if scram is None:
+        return {}
+    t = NOTIFY_TARGET
+    return {f"MINIO_NOTIFY_KAFKA_SASL_{t}": "on", f"MINIO_NOTIFY_KAFKA_SASL_USERNAME_{t}": scram[0],
+            f"MINIO_NOTIFY_KAFKA_SASL_PASSWORD_{t}": scram[1],
+            f"MINIO_NOTIFY_KAFKA_SASL_MECHANISM_{t}": settings.kafka_sasl_mechanism.lower().replace(
+                "scram-sha-", "sha")}
 
 
 def start_minio(settings: Settings) -> int:
@@ -594,3 +659,30 @@ def restart_kafka(
         finally:
             start_kafka(settings)
             wait_ready(settings, timeout=timeout, minio=False)
+
+
+def restart_minio(
+    settings: Settings,
+    downtime_s: float = 0.0,
+    timeout: float = 90.0,
+    while_down: Callable[[], object] | None = None,
+) -> None:
+    """Stop the object store, run `while_down()`, stay down `downtime_s`, start it again and wait until
+    it answers (its data dir is kept, so every object stored before the outage is there afterwards).
+
+    For fault tests: workers must ride out a short outage (retries) and dead-letter, not crash, on a long
+    one. MinIO is restarted even if `while_down` raises. Only a MinIO started from this state dir can be
+    restarted.
+    """
+    with _locked(settings):
+        if MINIO.pid(settings) is None:
+            raise StackError("MinIO is not managed by this state dir; cannot restart it")
+        stop_component(MINIO, settings)
+        try:
+            if while_down is not None:
+                while_down()
+            if downtime_s > 0:
+                time.sleep(downtime_s)
+        finally:
+            start_minio(settings)
+            wait_ready(settings, timeout=timeout, kafka=False)

@@ -7,9 +7,14 @@ serves the metrics and configures JSON logging.
 Delivery is at-least-once: an input offset is committed only after the events it produced have been
 acknowledged by Kafka (see `streams.agents.publish`), so a crash replays work rather than losing it, and
 every output is keyed by receipt id so consumers (or a compacted topic) drop the duplicates.
-Exactly-once (`processing_guarantee="exactly_once"`, Kafka transactions spanning the produce and the
-offset commit) is future work: it needs transactional producers per partition and a broker config
-the local stack does not tune yet.
+Faust's exactly-once (`processing_guarantee="exactly_once"`) was tried against Kafka 3.9 and does not
+hold for this pipeline: faust-streaming 0.15.3 puts a send in a transaction only when the destination
+topic is consumed by the same app and co-partitioned with the input (it picks the transactional
+producer by the *destination* partition). `receipts.extracted`, `.review` and `.deadletter` are consumed
+by nobody here, so their events are written outside any transaction (the broker's log shows
+isTransactional=false) and a kill between the produce and the offset commit still duplicates them for
+a read_committed consumer (faust-streaming issues #177, #517). The end-to-end guarantee is therefore
+at-least-once + deduplication by receipt id (tests/test_faults.py counts both).
 """
 
 from __future__ import annotations
@@ -73,19 +78,21 @@ def create_app(settings: Settings | None = None, stage: str = "all", runtime: Ru
         raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
     settings = settings or get_settings()
     runtime = runtime or Runtime(settings)
+    from socratext.kafka_config import faust_broker, faust_credentials
     from socratext.stack import topic_partitions
 
     partitions = topic_partitions(settings)
     app = faust.App(
         APP_ID,  # the consumer group: stable, so a restarted worker resumes from its committed offsets
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=faust_broker(settings),
+        broker_credentials=faust_credentials(settings),  # TLS / SASL from settings (kafka_config)
         store="memory://",
         autodiscover=False,
         web_enabled=False,  # we serve /metrics and /healthz ourselves (streams.metrics)
         topic_partitions=max(partitions.values()),
         topic_disable_leader=True,  # no tables, no leader election topic needed
         consumer_auto_offset_reset="earliest",
-        processing_guarantee="at_least_once",
+        processing_guarantee="at_least_once",  # exactly_once does not cover our sinks: module docstring
         broker_commit_every=int(settings.commit_every),
         broker_commit_interval=float(settings.commit_interval_s),
         stream_wait_empty=False,

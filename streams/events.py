@@ -21,6 +21,7 @@ import base64
 import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -28,12 +29,20 @@ from urllib.parse import unquote_plus
 
 from socratext.document import OcrPage
 from socratext.errors import FORBIDDEN_KEY, MALFORMED_EVENT, UNKNOWN_SCHEMA_VERSION, SocratextError
+from socratext.privacy import mask_obj, mask_page, mask_pans
 from streams.topics import SCHEMA_VERSION
 
 MAX_EVENT_BYTES = 1024 * 1024
 """Kafka's default message limit; anything bigger on an input topic is not one of ours."""
 MAX_DEADLETTER_ORIGINAL = 256 * 1024
 """The dead-letter event keeps at most this much of the original value (it must itself fit in Kafka)."""
+# What one OCR page may hold. Far above any receipt (a dense A4 invoice has ~1 000 words, ~30 a line),
+# and far below what makes field assembly slow: a 1 MB event with 15 000 amounts on one line, or one
+# 100 KB "word", kept an extraction worker busy for minutes (line parsing is not linear in the worst
+# case). Stage 2 refuses such a page as malformed_event instead of stalling its batch.
+MAX_PAGE_WORDS = 10_000
+MAX_LINE_WORDS = 500
+MAX_WORD_CHARS = 200
 
 RECEIPT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -273,7 +282,22 @@ def parse_ocr(raw: bytes) -> OcrEvent:
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise SocratextError(MALFORMED_EVENT, f"invalid OCR page: {type(exc).__name__}: {str(exc)[:120]}") \
             from None
+    _check_page_size(page)
     return OcrEvent(receipt_id, dict(source), uploaded_at, page, page_number, page_count, timings)
+
+
+def _check_page_size(page: OcrPage) -> None:
+    """Refuse pages beyond `MAX_PAGE_WORDS` / `MAX_LINE_WORDS` / `MAX_WORD_CHARS` (see there why)."""
+    if len(page.words) > MAX_PAGE_WORDS:
+        raise SocratextError(MALFORMED_EVENT, f"OCR page has {len(page.words)} words, over {MAX_PAGE_WORDS}")
+    longest = max((len(w.text) for w in page.words), default=0)
+    if longest > MAX_WORD_CHARS:
+        raise SocratextError(MALFORMED_EVENT,
+                             f"OCR page has a {longest}-character word, over {MAX_WORD_CHARS}")
+    per_line = Counter(w.line_id for w in page.words)
+    line, n = max(per_line.items(), key=lambda kv: kv[1], default=(0, 0))
+    if n > MAX_LINE_WORDS:
+        raise SocratextError(MALFORMED_EVENT, f"OCR line {line} has {n} words, over {MAX_LINE_WORDS}")
 
 
 def receipt_id_hint(raw: bytes) -> str | None:
@@ -303,7 +327,7 @@ def ocr_event(upload: UploadEvent, page: OcrPage, page_number: int, page_count: 
         "uploaded_at": upload.uploaded_at,
         "page_number": page_number,
         "page_count": page_count,
-        "page": page.export(),
+        "page": mask_page(page).export(),  # no card number leaves the OCR stage (socratext.privacy)
         "timings_ms": {k: round(float(v), 2) for k, v in timings_ms.items()},
     }
 
@@ -311,7 +335,8 @@ def ocr_event(upload: UploadEvent, page: OcrPage, page_number: int, page_count: 
 def extracted_event(receipt: dict[str, Any], uploaded_at: str, extracted_at: str | None = None,
                     ) -> dict[str, Any]:
     """The output contract (`Receipt.export()`) plus the stream's envelope fields."""
-    return {"schema_version": SCHEMA_VERSION, **receipt, "uploaded_at": uploaded_at,
+    texts = {k: mask_obj(receipt[k]) for k in ("fields", "items", "vat_lines") if k in receipt}
+    return {"schema_version": SCHEMA_VERSION, **receipt, **texts, "uploaded_at": uploaded_at,
             "extracted_at": extracted_at or now_iso()}
 
 
@@ -324,7 +349,7 @@ def review_event(extracted: dict[str, Any], page: OcrPage, labels: list[Any]) ->
         "uploaded_at": extracted["uploaded_at"],
         "extracted_at": extracted["extracted_at"],
         "receipt": extracted,
-        "page": page.export(),
+        "page": mask_page(page).export(),
         "word_labels": [{"label": lab.label, "probability": round(float(lab.probability), 4)}
                         for lab in labels],
     }
@@ -345,7 +370,7 @@ def deadletter_event(original: bytes, *, stage: str, code: str, message: str, re
         "receipt_id": receipt_id,
         "stage": stage,
         "code": code,
-        "message": message[:2000],
+        "message": mask_pans(message[:2000]),  # the original stays as it came: a replay needs it
         "failed_at": now_iso(),
         "origin": {"topic": topic, "partition": partition, "offset": offset},
         "original": {"encoding": enc, "data": text, "size": len(original),

@@ -36,17 +36,22 @@ class JsonFormatter(logging.Formatter):
         for k, v in vars(record).items():
             if k not in _STD_ATTRS and not k.startswith("_"):
                 out[k] = v if isinstance(v, str | int | float | bool | type(None)) else repr(v)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:  # exc_text: already formatted (and redacted) by the filter
+            out["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info") -> None:
+def configure_logging(level: str = "info", settings: Any = None) -> None:
+    """JSON lines on stderr, through a filter that masks card numbers and the settings' secrets in every
+    record (socratext.privacy), whichever library logged it."""
+    from socratext.privacy import install_log_redaction
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    install_log_redaction(settings or get_settings(), root)
     for noisy in ("aiokafka", "botocore", "urllib3", "faust.transport.drivers.aiokafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
@@ -55,11 +60,14 @@ def run(stage: str = "all", loglevel: str = "info", metrics_port: int | None = N
     """Run the worker of `stage` until it is stopped (blocks; exits the process when done)."""
     import faust
 
+    from socratext.kafka_config import describe
     from streams.app import Runtime, create_app
     from streams.metrics import MetricsServer
 
     settings = get_settings()
-    configure_logging(loglevel)
+    configure_logging(loglevel, settings)
+    logging.getLogger("streams").info("worker %s: kafka %s", stage, describe(settings),
+                                      extra={"stage": stage})
     runtime = Runtime(settings)
     app = create_app(settings, stage=stage, runtime=runtime)
     port = settings.metrics_port if metrics_port is None else metrics_port

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from socratext.cli_stream import consume, start_worker, started
+from socratext.cli_stream import consume, start_worker, started, stop_worker
 from socratext.settings import Settings
 
 WAIT_S = float(os.environ.get("SOCRATEXT_E2E_WAIT_S", "180"))
@@ -61,29 +62,45 @@ def receipt_images(n: int, base: int = 7000) -> list[tuple[str, bytes, dict[str,
 
 
 class Worker:
-    """The worker subprocess, restartable (the kill -9 test replaces it)."""
+    """A worker subprocess (`--stage all|ocr|extract`), restartable after a kill, with health checks."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.settings, self.log = settings, log
+    def __init__(self, settings: Settings, log: Path, stage: str = "all", **env: str) -> None:
+        self.settings, self.log, self.stage = settings, log, stage
         self.port = free_port()
         self.env = {"SOCRATEXT_REVIEW_THRESHOLD": "1.01", "SOCRATEXT_MODEL": "rules",
                     "SOCRATEXT_METRICS_PORT": str(self.port), "SOCRATEXT_BATCH_WINDOW_S": "0.3",
-                    "SOCRATEXT_STATE_DIR": str(settings.state_dir), "OMP_THREAD_LIMIT": "1"}
+                    "SOCRATEXT_STATE_DIR": str(settings.state_dir), "OMP_THREAD_LIMIT": "1", **env}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = start_worker(self.settings, self.log, "all", self.env)
+        self.proc = start_worker(self.settings, self.log, self.stage, self.env)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"worker exited:\n{self.log.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-                    if json.loads(r.read())["status"] == "ok":
-                        return
-            except OSError:
-                pass
+            assert self.proc.poll() is None, f"{self.stage} worker exited:\n{self.log.read_text()[-3000:]}"
+            if self.healthy():
+                return
             time.sleep(0.5)
-        raise AssertionError(f"worker not healthy in 90 s:\n{self.log.read_text()[-3000:]}")
+        raise AssertionError(f"{self.stage} worker not healthy in 90 s:\n{self.log.read_text()[-3000:]}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+                return json.loads(r.read())["status"] == "ok"
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group (no shutdown, no offset commit) and reap it."""
+        assert self.proc is not None and self.proc.poll() is None, f"{self.stage} worker already dead"
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_worker(self.proc)
+
+    def log_lines(self, needle: str) -> list[str]:
+        return [line for line in self.log.read_text(errors="replace").splitlines() if needle in line]
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:

@@ -335,7 +335,8 @@ def test_k8s_env_references_exist(manifests: list[dict[str, Any]]) -> None:
                 if "configMapKeyRef" in ref:
                     assert ref["configMapKeyRef"]["key"] in keys(config_maps, ref["configMapKeyRef"]["name"])
                 if "secretKeyRef" in ref:
-                    assert ref["secretKeyRef"]["key"] in keys(secrets, ref["secretKeyRef"]["name"])
+                    present = keys(secrets, ref["secretKeyRef"]["name"])  # the Secret must exist
+                    assert ref["secretKeyRef"].get("optional") or ref["secretKeyRef"]["key"] in present
             for mount in c.get("volumeMounts", []):
                 assert mount["name"] in volumes, f"{c['name']}: volume {mount['name']} not defined"
     cm = config_maps["socratext-config"]["data"]

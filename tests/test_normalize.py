@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from decimal import Decimal
 
 import pytest
@@ -17,8 +16,6 @@ from socratext.fields.normalize import (
     find_times,
     fold,
     fr_vat_key,
-    luhn_ok,
-    mask_pan,
     parse_amount,
     parse_currency,
     parse_date,
@@ -302,40 +299,6 @@ def test_find_payment_method_span() -> None:
     text = "CARTE TICKET RESTAURANT 12,50"
     s, e, method = find_payment_method(text)
     assert (text[s:e], method) == ("TICKET RESTAURANT", "meal_voucher")
-
-
-# ----------------------------------------------------------------------------------------------- PAN masking
-
-
-def test_mask_pan_examples() -> None:
-    assert mask_pan("CARTE 4111111111111111") == "CARTE ************1111"
-    assert mask_pan("4111 1111 1111 1111 A0000000") == "************1111 A0000000"
-    assert mask_pan("4111-1111-1111-1111") == "************1111"
-    assert mask_pan("CARTE ************1111") == "CARTE ************1111"
-    assert mask_pan("4111111111111112") == "4111111111111112"  # not Luhn-valid: not a card
-    assert mask_pan("SIRET 73282932000074") == "SIRET 73282932000074"  # a company number, kept
-    assert mask_pan("73282932000074") == "**********0074"  # without its keyword it could be a card
-    assert mask_pan("TOTAL 12,50") == "TOTAL 12,50"
-
-
-def _luhn_complete(prefix: str) -> str:
-    for d in "0123456789":
-        if luhn_ok(prefix + d):
-            return prefix + d
-    raise AssertionError
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(
-    st.text(alphabet="ABC :-*/.", min_size=0, max_size=4),
-    st.from_regex(r"\d{1,20}", fullmatch=True),
-    st.from_regex(r"\d{12,18}", fullmatch=True).map(_luhn_complete),
-), max_size=6).map("".join))
-def test_mask_pan_leaves_no_card_number(text: str) -> None:
-    masked = mask_pan(text)
-    assert len(masked) <= len(text)
-    for run in re.findall(r"\d+", masked):
-        assert not (13 <= len(run) <= 19 and luhn_ok(run)), (text, masked)
 
 
 def test_fold_keeps_offsets() -> None:

@@ -17,8 +17,22 @@ training source; early stopping on the word-level macro F1 over labels seen in v
 
 Optimiser AdamW with linear warmup then linear decay; seeded (python, numpy, torch) for reproducible
 runs; TensorBoard logs in `runs/<run-name>/`; the best checkpoint (save_pretrained + tokenizer +
-labels.json + model_card.md) in `--out`; `--s3` also uploads logs and checkpoint to the object store
-under `training/<run-name>/`.
+labels.json + model_card.md) in `--out`; `--s3` also uploads the TensorBoard logs to `runs/<run-name>/`
+and the checkpoint to `training/<run-name>/model/` in the object store.
+
+Retraining (the learning loop, see training/review/):
+
+    python -m training.train --init-from registry:socratext-layout --reviewed s3 \
+        --data synthetic --held-out DIR --s3
+
+`--init-from` starts from a model's weights and tokenizer (`registry:<name>[@<version>]` or a model dir);
+`--reviewed` adds the reviewed receipts (labelled records under `settings.reviewed_dataset_prefix`, or a
+directory of them), oversampled `--reviewed-repeat` times, to the base data named by `--data` (kept so
+the model does not forget). A source in `--data` may also be a directory of labelled records. The best
+checkpoint and the registry's current model are both scored on the fixed `--held-out` set (word-level
+macro F1); with `--s3` the new version is published to the model registry (`models/<name>/<version>/`,
+name = `--registry-name`, default the `--init-from` registry name) and made current only if its held-out
+F1 is not below the current version's — otherwise nothing is published, and the run says why.
 """
 
 from __future__ import annotations
@@ -88,8 +102,12 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
                 log(f"skipping labelstudio: no export at {SAMPLE}")
                 continue
             pages = split(load_export())[0]
+        elif Path(src).is_dir():  # a directory of labelled records (training.review.records)
+            from training.review.records import load_labelled_pages
+
+            pages = load_labelled_pages(src, source=Path(src).name)
         else:
-            raise ValueError(f"unknown data source {src!r}; one of {SOURCES}")
+            raise ValueError(f"unknown data source {src!r}; one of {SOURCES} or a directory")
         tr, va = split_train_val(pages, val_fraction)
         if src == "synthetic":  # oversampling: the French target data is the scarcest
             tr = tr * max(1, synth_repeat)
@@ -99,6 +117,66 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
                       "labels": dict(Counter(lab for p in tr for lab in p.labels if lab != OTHER))}
         log(f"{src}: {len(tr)} train / {len(va)} val pages ({stats[src]['seconds']} s)")
     return train, val, stats
+
+
+def load_reviewed(spec: str, log: Any = print) -> list[LabeledPage]:
+    """Reviewed receipts: "s3" (labelled records under `settings.reviewed_dataset_prefix`) or a directory."""
+    from training.review.records import load_labelled_pages
+
+    if spec == "s3":
+        from socratext.settings import get_settings
+        from socratext.storage import ObjectStore
+
+        settings = get_settings()
+        pages = load_labelled_pages(settings.reviewed_dataset_prefix, store=ObjectStore(settings))
+        where = f"s3://{settings.s3_bucket}/{settings.reviewed_dataset_prefix}"
+    else:
+        pages, where = load_labelled_pages(spec), spec
+    log(f"reviewed: {len(pages)} labelled receipts from {where}")
+    return pages
+
+
+def load_held_out(spec: str, log: Any = print) -> list[LabeledPage]:
+    """The fixed held-out set: comma-separated `DIR` (labelled records), `s3:<prefix>` (labelled records
+    in the bucket), `labelstudio` (last 20 % of the sample), `sroie` (last 20 %, SROIE's own OCR lines),
+    `synthetic:N` (seeds 900000.., Tesseract, cached). Never trained on."""
+    from training.review.records import load_labelled_pages
+
+    pages: list[LabeledPage] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if part.startswith("s3:"):
+            from socratext.settings import get_settings
+            from socratext.storage import ObjectStore
+
+            got = load_labelled_pages(part[3:], store=ObjectStore(get_settings()), source="held-out")
+        elif part == "labelstudio":
+            from training.datasets.labelstudio import load_export, split
+
+            got = split(load_export())[1]
+        elif part == "sroie":
+            from training.datasets.sroie import held_out_stems, load_sroie
+
+            got = [load_sroie(s)[0] for s in held_out_stems()]
+        elif part.startswith("synthetic:"):
+            from training.datasets.synthetic import HELD_OUT_SEED, load_synthetic
+
+            got = [load_synthetic(s) for s in range(HELD_OUT_SEED, HELD_OUT_SEED + int(part.split(":")[1]))]
+        elif Path(part).is_dir():
+            got = load_labelled_pages(part, source="held-out")
+        else:
+            raise ValueError(f"unknown held-out set {part!r}")
+        log(f"held-out {part}: {len(got)} pages")
+        pages += got
+    return pages
+
+
+def held_out_f1(model_dir: str | Path, pages: Sequence[LabeledPage], device: Any = "cpu",
+                max_length: int = 512, stride: int = 128) -> dict[str, Any]:
+    """Word-level F1 of a saved model (bare, without a rules combination) on the held-out pages."""
+    ext = LayoutModelExtractor.from_pretrained(model_dir, device=str(device), combine=False,
+                                               max_length=max_length, stride=stride, batch_size=16)
+    preds = ext.label([p.page for p in pages], [p.image for p in pages])
+    return word_f1([p.labels for p in pages], [[w.label for w in row] for row in preds])
 
 
 def encode_pages(pages: Sequence[LabeledPage], tokenizer: Any, label2id: dict[str, int], max_length: int,
@@ -213,7 +291,8 @@ def build_model(spec: str, train_pages: Sequence[LabeledPage], *, vocab_size: in
 # --- object store ------------------------------------------------------------------------------------
 
 class Uploader:
-    """Copies run artefacts to the object store (`training/<run-name>/...` in the configured bucket)."""
+    """Copies run artefacts to the object store: TensorBoard logs to `runs/<run-name>/`, checkpoints to
+    `training/<run-name>/model/` (in the configured bucket)."""
 
     def __init__(self, run_name: str) -> None:
         from socratext.settings import get_settings
@@ -223,15 +302,17 @@ class Uploader:
         self.store = ObjectStore(self.settings)
         self.bucket = self.settings.s3_bucket
         self.prefix = f"training/{run_name}"
+        self.runs_prefix = f"runs/{run_name}"
         self.store.ensure_bucket(self.bucket)
 
-    def upload_dir(self, local: Path, sub: str) -> int:
+    def upload_dir(self, local: Path, sub: str, prefix: str | None = None) -> int:
+        prefix = prefix or f"{self.prefix}/{sub}"
         n = 0
         for f in sorted(local.rglob("*")):
             if f.is_file():
                 ctype = "application/json" if f.suffix == ".json" else (
                     "text/markdown" if f.suffix == ".md" else "application/octet-stream")
-                self.store.put_bytes(self.bucket, f"{self.prefix}/{sub}/{f.relative_to(local).as_posix()}",
+                self.store.put_bytes(self.bucket, f"{prefix}/{f.relative_to(local).as_posix()}",
                                      f.read_bytes(), ctype)
                 n += 1
         return n
@@ -258,6 +339,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--synth-repeat", type=int, default=1, help="repeat synthetic training pages N times")
     ap.add_argument("--synth-cached-only", action="store_true",
                     help="synthetic: only the seeds below --n-synth already in the cache")
+    ap.add_argument("--augment", type=int, default=0,
+                    help="add N OCR-noise copies of every training page (training/augment.py)")
     ap.add_argument("--synth-gt", action="store_true", help="synthetic: ground-truth words instead of OCR")
     ap.add_argument("--sroie-ocr", action="store_true", help="SROIE: transfer labels onto Tesseract words")
     ap.add_argument("--out", type=Path, default=None, help="checkpoint dir (default runs/<run-name>/model)")
@@ -279,7 +362,114 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--time-budget-min", type=float, default=0, help="stop cleanly after N minutes (0: none)")
     ap.add_argument("--version", default=None, help="model version written in labels.json")
     ap.add_argument("--fp16-weights", action="store_true", help="save weights in fp16 (half the size)")
+    ap.add_argument("--init-from", default=None,
+                    help="start from this model's weights and tokenizer: registry:<name>[@<version>] or a "
+                         "model dir (replaces --model)")
+    ap.add_argument("--reviewed", default=None, help="add reviewed receipts: 's3' or a directory of records")
+    ap.add_argument("--reviewed-repeat", type=int, default=3, help="repeat reviewed pages N times")
+    ap.add_argument("--held-out", default=None,
+                    help="fixed held-out set scored for the new and the current model: DIR, s3:<prefix>, "
+                         "labelstudio, sroie, synthetic:N (comma-separated)")
+    ap.add_argument("--registry-name", default=None,
+                    help="with --s3: publish to the model registry under this name (default: the "
+                         "--init-from registry name)")
     return ap.parse_args(argv)
+
+
+def resolve_init(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`--init-from`: point `args.model` at the starting model's directory (a registry version is fetched
+    first) and say which model that is; None when training starts from `--model`."""
+    spec = args.init_from
+    if not spec:
+        return None
+    from socratext.registry import ModelRegistry, parse_model_ref
+
+    if parse_model_ref(spec) is not None:
+        from socratext.settings import get_settings
+
+        mv, path = ModelRegistry.from_settings(get_settings()).fetch_ref(spec)
+        args.model = str(path)
+        args.registry_name = args.registry_name or mv.name
+        return {"dir": path, "ref": f"{mv.name}@{mv.version}"}
+    from socratext.model.extractor import read_labels_meta
+
+    meta = read_labels_meta(spec)
+    args.model = spec
+    return {"dir": Path(spec), "ref": f"{meta.get('name', Path(spec).name)}@{meta.get('version', '?')}"}
+
+
+def publish_decision(new_f1: float | None, current_f1: float | None, current: str | None,
+                     ) -> tuple[bool, str]:
+    """Whether a candidate may become the current version: always when there is none yet; otherwise only
+    with a held-out score that is not below the current version's on the same set."""
+    if current is None:
+        return True, "no current version yet"
+    if new_f1 is None or current_f1 is None:
+        return False, f"there is a current version ({current}) and no --held-out set to compare with"
+    if new_f1 < current_f1:
+        return False, f"held-out macro F1 {new_f1:.4f} < {current_f1:.4f} of the current version {current}"
+    return True, f"held-out macro F1 {new_f1:.4f} >= {current_f1:.4f} of the current version {current}"
+
+
+def retrain_gate(args: argparse.Namespace, out_dir: Path, card: dict[str, Any], device: Any,
+                 uploader: Uploader | None) -> int:
+    """Score the new checkpoint and the current model on the held-out set, record the figures in the model
+    card, and (with `--s3` and a registry name) publish the new version as current unless it is worse."""
+    from socratext.model.extractor import CARD_FILE, render_card
+
+    pages = load_held_out(args.held_out) if args.held_out else []
+    name = args.registry_name if args.s3 else None
+    registry = None
+    baseline: tuple[str, Path] | None = None
+    if name:
+        from socratext.registry import ModelRegistry
+        from socratext.settings import get_settings
+
+        registry = ModelRegistry.from_settings(get_settings())
+        current = registry.current(name)
+        if current is not None:
+            baseline = (f"{name}@{current}", registry.fetch(name, current))
+    elif args.current:
+        baseline = (args.current["ref"], args.current["dir"])
+    new = held_out_f1(out_dir, pages, device, args.max_length, args.stride) if pages else None
+    base = (held_out_f1(baseline[1], pages, device, args.max_length, args.stride)
+            if pages and baseline else None)
+    if new is not None:
+        labels = sorted(set(new["per_label"]) | set((base or {}).get("per_label", {})))
+        print(f"held-out ({len(pages)} pages) word F1: new {new['macro_f1']:.4f}"
+              + (f" vs {baseline[0]} {base['macro_f1']:.4f}" if base and baseline else ""))
+        for lab in labels:
+            a = new["per_label"].get(lab, {}).get("f1", 0.0)
+            b = (base or {}).get("per_label", {}).get(lab, {}).get("f1")
+            print(f"  {lab:18s} {a:.3f}" + (f"  (current {b:.3f})" if b is not None else ""))
+        card["held_out"] = {"set": args.held_out, "pages": len(pages), "macro_f1": round(new["macro_f1"], 4),
+                            **{lab: round(m["f1"], 4) for lab, m in new["per_label"].items()}}
+        if base is not None and baseline is not None:
+            card["held_out"][f"current ({baseline[0]}) macro_f1"] = round(base["macro_f1"], 4)
+        (out_dir / CARD_FILE).write_text(render_card(card), encoding="utf-8")
+        (out_dir / "heldout_metrics.json").write_text(json.dumps(
+            {"set": args.held_out, "new": new, "current": base,
+             "current_model": baseline[0] if baseline else None}, indent=2))
+        if uploader is not None:
+            uploader.upload_dir(out_dir, "model")
+    if registry is None or name is None:
+        return 0
+    version = str(card.get("version"))
+    ok, why = publish_decision(new["macro_f1"] if new else None, base["macro_f1"] if base else None,
+                               baseline[0] if baseline else None)
+    if not ok:
+        print(f"not published: {why}")
+        return 0
+    metrics: dict[str, float] = {"val_macro_f1": float(card.get("validation_macro_f1", 0.0))}
+    if new is not None:
+        metrics["heldout_macro_f1"] = float(new["macro_f1"])
+        metrics["heldout_pages"] = float(len(pages))
+        metrics.update({f"heldout_f1_{lab}": float(m["f1"]) for lab, m in new["per_label"].items()})
+    if base is not None:
+        metrics["current_heldout_macro_f1"] = float(base["macro_f1"])
+    mv = registry.publish(name, version, out_dir, metrics, make_current=True)
+    print(f"published {mv.name}@{mv.version} as current: {why}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training run, top to bottom
@@ -291,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
     torch.set_num_threads(max(1, args.threads))
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # tesseract, when data must be OCR'd
     seed_everything(args.seed)
+    args.current = resolve_init(args)
     run_name = args.run_name or f"{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = args.log_dir / run_name
     out_dir = args.out or run_dir / "model"
@@ -304,6 +495,19 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
         sources, args.n_synth, args.val_fraction, synth_ocr=not args.synth_gt, synth_repeat=args.synth_repeat,
         synth_cached_only=args.synth_cached_only, sroie_ocr=args.sroie_ocr,
         with_images=args.visual or args.model.startswith("layoutlmv2"))
+    if args.reviewed:
+        tr, va = split_train_val(load_reviewed(args.reviewed), args.val_fraction)
+        counts = Counter(lab for p in tr for lab in p.labels if lab != OTHER)
+        data_stats["reviewed"] = {"train": len(tr), "val": len(va), "seconds": 0.0, "labels": dict(counts)}
+        train_pages += tr * max(1, args.reviewed_repeat)
+        val_pages += va
+    if args.augment:
+        from training.augment import augment_pages
+
+        noisy = augment_pages(train_pages, args.augment, seed=args.seed)
+        train_pages += noisy
+        data_stats[f"augment (OCR-noise copies x{args.augment})"] = {"train": len(noisy), "val": 0,
+                                                                     "seconds": 0.0}
     if not train_pages:
         print("no training data", file=sys.stderr)
         return 2
@@ -329,7 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
     sched = get_linear_schedule_with_warmup(opt, int(args.warmup * total), total)
     writer = SummaryWriter(str(run_dir))
     writer.add_text("command", command)
-    best_f1, best_epoch, bad, step = -1.0, -1, 0, 0
+    best_f1, best_epoch, bad, step = -float("inf"), -1, 0, 0  # (no val set: -loss, which may be < -1)
+    best_card: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
     stop = False
     model.train()
@@ -369,8 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
         bar.write(f"epoch {epoch}: loss {np.mean(losses):.4f}  val macro F1 {f1:.4f}")
         if f1 > best_f1:
             best_f1, best_epoch, bad = f1, epoch, 0
-            card = model_card(args, command, run_name, data_stats, metrics, history, n_params,
-                              time.perf_counter() - t_start)
+            card = best_card = model_card(args, command, run_name, data_stats, metrics, history, n_params,
+                                          time.perf_counter() - t_start)
             to_save = model
             if args.fp16_weights:
                 import copy
@@ -382,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
             bad += 1
         writer.flush()
         if uploader is not None:
-            uploader.upload_dir(run_dir, "runs")
+            uploader.upload_dir(run_dir, "runs", uploader.runs_prefix)
             uploader.upload_dir(out_dir, "model")
         if stop or bad >= args.patience:
             break
@@ -391,7 +596,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
     print(f"best val macro F1 {best_f1:.4f} (epoch {best_epoch}); model in {out_dir}; "
           f"{(time.perf_counter() - t_start) / 60:.1f} min")
     if uploader is not None:
-        uploader.upload_dir(run_dir, "runs")
+        uploader.upload_dir(run_dir, "runs", uploader.runs_prefix)
+    if args.held_out or args.s3:
+        return retrain_gate(args, out_dir, best_card, device, uploader)
     return 0
 
 
@@ -401,7 +608,7 @@ def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats
     per = {lab: f"F1 {m['f1']:.3f} (P {m['p']:.3f} R {m['r']:.3f}, {m['support']} words)"
            for lab, m in metrics["per_label"].items()}
     return {
-        "name": f"socratext-{Path(args.model).name}",
+        "name": getattr(args, "registry_name", None) or f"socratext-{Path(args.model).name}",
         "version": args.version or run_name,
         "summary": ("Word-level token classifier for receipt fields (labels: socratext.labels, "
                     f"label-set version {LABEL_SET_VERSION}); input = Tesseract words + 0–1000 boxes"
@@ -417,7 +624,9 @@ def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats
             + (", transferred onto Tesseract words" if args.sroie_ocr else " (SROIE's own OCR words)"),
             "labelstudio: first 80 % of tasks by id; code_tva mapped to O",
             "held out, never trained on: SROIE last 20 %, Label Studio last 20 %, synthetic seeds >= 900000",
-        ],
+        ] + ([f"reviewed: labelled receipts from {args.reviewed}, repeated {args.reviewed_repeat}x"]
+             if getattr(args, "reviewed", None) else [])
+          + ([f"started from {args.current['ref']}"] if getattr(args, "current", None) else []),
         "hyperparameters": {"lr": args.lr, "batch_size": args.batch_size, "epochs": args.epochs,
                             "max_length": args.max_length, "stride": args.stride,
                             "vocab_size": args.vocab_size, "warmup": args.warmup,

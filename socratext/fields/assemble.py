@@ -22,7 +22,6 @@ from socratext.fields.normalize import (
     find_dates,
     find_times,
     fold,
-    mask_pan,
     parse_amount,
     parse_currency,
     parse_date,
@@ -35,6 +34,7 @@ from socratext.fields.normalize import (
 )
 from socratext.fields.rows import build_rows
 from socratext.labels import FIELDS, ITEM_PARTS, VAT_PARTS
+from socratext.privacy import mask_pans as mask_pan  # card numbers out of every output text
 
 KEY_FIELDS: tuple[str, ...] = ("date", "total", "merchant_name")
 FRENCH_MARKERS = re.compile(r"\bT\.?V\.?A\b|\bTTC\b|\bSIRET\b|\bEUROS?\b")

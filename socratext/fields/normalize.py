@@ -449,34 +449,3 @@ def parse_payment_method(text: str) -> str | None:
     """`"CB SANS CONTACT"` → `"card"`, `"ESPECES"` → `"cash"`, `"TICKET RESTAURANT"` → `"meal_voucher"`."""
     found = find_payment_method(text)
     return found[2] if found else None
-
-
-# --------------------------------------------------------------------------- card numbers
-
-_DIGIT_RUN = re.compile(r"\d+")
-_SIRET_CONTEXT = re.compile(r"SIRE[TN]")
-_GROUPED_RUN = re.compile(r"(?<!\d)\d+(?:[ -]\d+){1,6}(?!\d)")
-
-
-def _mask(digits: str) -> str:
-    return "*" * (len(digits) - 4) + digits[-4:]
-
-
-def mask_pan(text: str) -> str:
-    """Replace every Luhn-valid 13–19 digit card number (contiguous or grouped by spaces/dashes) by
-    `************1234`, so that no output text carries a full card number.
-
-    A contiguous 14-digit number right after "SIRET" is a company number (Luhn-checked as well) and kept.
-    """
-
-    def contiguous(m: re.Match[str]) -> str:
-        d = m.group(0)
-        if len(d) == 14 and _SIRET_CONTEXT.search(fold(m.string[max(0, m.start() - 16):m.start()])):
-            return d  # a SIRET (public company number, Luhn too), not a card
-        return _mask(d) if 13 <= len(d) <= 19 and luhn_ok(d) else d
-
-    def grouped(m: re.Match[str]) -> str:
-        d = re.sub(r"\D", "", m.group(0))
-        return _mask(d) if 13 <= len(d) <= 19 and luhn_ok(d) else m.group(0)
-
-    return _DIGIT_RUN.sub(contiguous, _GROUPED_RUN.sub(grouped, text))

@@ -1,5 +1,7 @@
-"""OCR: image preprocessing and the Tesseract engine that turns page images into `OcrPage`s."""
+"""OCR: image preprocessing and the Tesseract engines (`make_ocr` picks one) that turn page images into
+`OcrPage`s."""
 
+from socratext.ocr.backends import BACKENDS, make_ocr
 from socratext.ocr.preprocess import (
     PREPROCESS_VERSION,
     PreprocessInfo,
@@ -9,5 +11,5 @@ from socratext.ocr.preprocess import (
 )
 from socratext.ocr.tesseract import TesseractOcr, words_from_data
 
-__all__ = ["PREPROCESS_VERSION", "PreprocessInfo", "TesseractOcr", "estimate_skew", "preprocess",
-           "preprocess_with_info", "words_from_data"]
+__all__ = ["BACKENDS", "PREPROCESS_VERSION", "PreprocessInfo", "TesseractOcr", "estimate_skew", "make_ocr",
+           "preprocess", "preprocess_with_info", "words_from_data"]

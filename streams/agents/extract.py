@@ -3,11 +3,18 @@
 
 Model-bound (GPU when there is one): batching amortises the model call, so this stage takes
 `settings.batch_size` events at a time or whatever arrived within `settings.batch_window_s`.
+
+Live upgrade: with `settings.model = "registry:<name>"` a `ModelWatcher` reads the registry's
+`current.json` every `settings.model_poll_s` seconds; when it names another version, that version is
+fetched and loaded in the thread pool beside the serving one, and swapped in between two batches (a
+batch is always labelled by one model, and the events say which). A version that fails to load leaves
+the serving model in place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -40,26 +47,144 @@ def _default_assemble() -> Callable[..., Receipt]:
     return assemble_receipt
 
 
+class ModelWatcher:
+    """Follows the `current` version of one registry model (see `socratext.registry`).
+
+    `check()` is blocking (it runs in the thread pool) and never raises: an unreachable registry or a
+    version that does not load is logged and the serving model stays. A version that failed is retried
+    only after `retry_s`, so a broken upload is not downloaded again at every poll.
+    """
+
+    def __init__(self, name: str, settings: Settings, registry: Any = None,
+                 load: Callable[[str], Extractor] | None = None, clock: Callable[[], float] = time.monotonic,
+                 ) -> None:
+        self.name = name
+        self.settings = settings
+        self.poll_s = max(0.05, float(settings.model_poll_s))
+        self.retry_s = max(60.0, 4 * self.poll_s)
+        self._registry = registry
+        self._load = load
+        self.clock = clock
+        self.version: str | None = None  # the registry version now serving
+        self.pending: tuple[str, Extractor] | None = None  # loaded, waiting for the end of a batch
+        self.failed: dict[str, float] = {}  # version -> when it failed to load
+        self.last_error: str | None = None
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            from socratext.registry import ModelRegistry
+
+            self._registry = ModelRegistry.from_settings(self.settings)
+        return self._registry
+
+    def load(self, version: str) -> Extractor:
+        """Fetch and load `name@version` (blocking); the extractor is named after the registry entry."""
+        if self._load is not None:
+            return self._load(version)
+        from socratext.registry import load_registry_extractor
+
+        return load_registry_extractor(f"registry:{self.name}@{version}", self.settings, self.registry)
+
+    def load_current(self) -> Extractor:
+        """The first load, at worker start: the current version must exist (no model, no service)."""
+        version = self.registry.resolve(self.name)
+        extractor = self.load(version)
+        self.version = version
+        return extractor
+
+    def check(self) -> tuple[str, Extractor] | None:
+        """If `current` names another version than the serving one, load it and return it (blocking)."""
+        try:
+            version = self.registry.current(self.name)
+        except Exception as exc:  # noqa: BLE001 - the store being down must not stop the serving model
+            log.warning("model registry unreachable, keeping %s@%s: %s", self.name, self.version, exc,
+                        extra={"stage": STAGE})
+            return None
+        if version is None or version == self.version:
+            return None
+        if self.clock() - self.failed.get(version, -math.inf) < self.retry_s:
+            return None
+        log.info("model %s: current is now %s (serving %s), loading it", self.name, version, self.version,
+                 extra={"stage": STAGE})
+        try:
+            extractor = self.load(version)
+        except Exception as exc:  # noqa: BLE001
+            self.failed[version] = self.clock()
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.error("model %s@%s failed to load, keeping %s: %s", self.name, version, self.version,
+                      self.last_error, extra={"stage": STAGE, "code": MODEL_FAILED},
+                      exc_info=not isinstance(exc, SocratextError))
+            return None
+        self.failed.pop(version, None)
+        return version, extractor
+
+
 @dataclass
 class ExtractDeps:
-    """What stage 2 needs: the extractor stays loaded for the worker's lifetime."""
+    """What stage 2 needs: the extractor stays loaded for the worker's lifetime, unless a `watcher`
+    follows a registry model; then `swap()` replaces it between batches."""
 
     settings: Settings
     extractor: Extractor
     assemble: Callable[..., Receipt] = field(default_factory=_default_assemble)
     metrics: StreamMetrics | None = None
+    watcher: ModelWatcher | None = None
+    busy: bool = False  # a batch is being processed (set by the agent, on the event loop)
+
+    def swap(self) -> bool:
+        """Serve the watcher's pending model, if any. Called only between batches (the event loop thread
+        is the only writer, so a batch never sees two models). Returns True when the model changed."""
+        w = self.watcher
+        if w is None or w.pending is None or self.busy:
+            return False
+        version, new = w.pending
+        old, w.pending = self.extractor, None
+        self.extractor, w.version = new, version
+        if self.metrics is not None:
+            self.metrics.set_model(new.name, new.version)
+        log.info("model switched: %s %s -> %s %s", old.name, old.version, new.name, new.version,
+                 extra={"stage": STAGE})
+        return True
 
 
 def build_extract_deps(settings: Settings, metrics: StreamMetrics | None) -> ExtractDeps:
-    """Load the extractor named by `settings.model` ("rules", "default" or a model path, see
-    `socratext.pipeline.load_extractor`) once, and announce it in `socratext_model_info`."""
+    """Load the extractor named by `settings.model` ("rules", "default", a model path or a registry
+    reference, see `socratext.pipeline.load_extractor`) once, and announce it in `socratext_model_info`.
+    "registry:<name>" (not pinned to a version) also gets a `ModelWatcher` for live upgrades, unless
+    `model_poll_s <= 0`."""
     from socratext.pipeline import load_extractor
+    from socratext.registry import parse_model_ref
 
-    extractor = load_extractor(settings.model, settings)
+    ref = parse_model_ref(settings.model)
+    watcher = None
+    if ref is not None and ref[1] is None and settings.model_poll_s > 0:
+        watcher = ModelWatcher(ref[0], settings)
+        extractor = watcher.load_current()
+    else:
+        extractor = load_extractor(settings.model, settings)
     if metrics is not None:
         metrics.set_model(extractor.name, extractor.version)
     log.info("extractor loaded: %s %s", extractor.name, extractor.version, extra={"stage": STAGE})
-    return ExtractDeps(settings, extractor, metrics=metrics)
+    return ExtractDeps(settings, extractor, metrics=metrics, watcher=watcher)
+
+
+async def watch_model(deps: ExtractDeps, executor: Executor) -> None:
+    """Poll the registry every `model_poll_s` (the check and the load run in the thread pool, so the event
+    loop keeps heartbeating); a loaded model is swapped in at once when no batch is running, otherwise
+    by the agent before its next batch."""
+    w = deps.watcher
+    if w is None:
+        return
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(w.poll_s)
+        try:
+            if w.pending is None:
+                w.pending = await loop.run_in_executor(executor, w.check)
+            deps.swap()
+        except Exception:  # a bug here must not end the polling for the worker's lifetime
+            log.exception("model watcher failed; polling goes on", extra={"stage": STAGE})
 
 
 def _label_batch(pages: list[OcrPage], extractor: Extractor) -> list[list[WordLabel] | BaseException]:
@@ -168,10 +293,20 @@ def register(app: Any, topics: dict[str, Any], deps: Callable[[], ExtractDeps], 
     async def extract_agent(stream: Any) -> None:
         loop = asyncio.get_running_loop()
         d = await loop.run_in_executor(executor, deps)
-        async for events in stream.take_events(batch_size, within=batch_window_s):
-            raws = [e.value for e in events]
-            origins = [Origin(e.message.topic, e.message.partition, e.message.offset) for e in events]
-            outs = await loop.run_in_executor(executor, process_extract_batch, raws, d, origins)
-            await publish(outs, topics)  # before take() acks the batch
+        watcher = asyncio.ensure_future(watch_model(d, executor)) if d.watcher is not None else None
+        try:
+            async for events in stream.take_events(batch_size, within=batch_window_s):
+                d.swap()  # between batches only: one batch, one model
+                raws = [e.value for e in events]
+                origins = [Origin(e.message.topic, e.message.partition, e.message.offset) for e in events]
+                d.busy = True
+                try:
+                    outs = await loop.run_in_executor(executor, process_extract_batch, raws, d, origins)
+                    await publish(outs, topics)  # before take() acks the batch
+                finally:
+                    d.busy = False
+        finally:
+            if watcher is not None:
+                watcher.cancel()
 
     return extract_agent

@@ -17,6 +17,7 @@ from PIL import Image
 
 from socratext.document import OcrPage
 from socratext.errors import OCR_FAILED, STORAGE_UNAVAILABLE, SocratextError
+from socratext.retry import Backoff, retry_call
 from socratext.settings import Settings
 from streams.agents import Origin, dead, log, publish
 from streams.events import OutEvent, UploadEvent, allowed_buckets, ocr_event, page_receipt_id, parse_upload
@@ -40,12 +41,16 @@ class OcrDeps:
     load_images: Callable[..., list[Image.Image]]
     ocr: Callable[[list[Image.Image]], list[Any]]  # images -> [OcrResultLike], one per image
     metrics: StreamMetrics | None = None
-    retry_delays: tuple[float, ...] = (0.5, 2.0)
-    """Pauses before re-trying a fetch that failed with storage_unavailable (the store's fault, not the
-    receipt's); after the last one the event is dead-lettered, from where it can be replayed."""
+    retry_delays: tuple[float, ...] | None = None
+    """Fixed pauses instead of the settings' jittered backoff (tests); None = `backoff`."""
+    sleep: Callable[[float], None] = time.sleep
 
     def __post_init__(self) -> None:
         self.allowed = allowed_buckets(self.settings.s3_allowed_buckets)
+        s = self.settings
+        self.backoff = Backoff(s.s3_retry_attempts, s.s3_retry_base_s, s.s3_retry_max_s)
+        """A fetch that fails with storage_unavailable (the store's fault, not the receipt's) is retried
+        with this backoff; after the last attempt the receipt is dead-lettered, from where it is replayed."""
 
 
 def build_ocr_deps(settings: Settings, metrics: StreamMetrics | None) -> OcrDeps:
@@ -78,17 +83,34 @@ def process_ocr_event(raw: bytes, deps: OcrDeps, origin: Origin | None = None) -
     return out
 
 
+def _store_down(exc: BaseException) -> bool:
+    return isinstance(exc, SocratextError) and exc.code == STORAGE_UNAVAILABLE
+
+
 def _fetch(up: UploadEvent, deps: OcrDeps) -> bytes:
-    for delay in (*deps.retry_delays, None):
-        try:
-            return deps.fetch(up.bucket, up.key, deps.settings.max_file_bytes)
-        except SocratextError as exc:
-            if exc.code != STORAGE_UNAVAILABLE or delay is None:
-                raise
-            log.warning("object store unavailable, retrying in %.1f s", delay,
-                        extra={"receipt_id": up.receipt_id, "stage": STAGE, "code": exc.code})
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    """Fetch the object, riding out a store outage with jittered backoff; after the last attempt the
+    storage_unavailable error goes up (and the receipt to the dead-letter topic), the worker goes on."""
+    t0 = time.monotonic()
+    tries = 0
+
+    def attempt() -> bytes:
+        nonlocal tries
+        tries += 1
+        return deps.fetch(up.bucket, up.key, deps.settings.max_file_bytes)
+
+    def on_retry(n: int, pause: float, exc: BaseException) -> None:
+        log.warning("object store unavailable (attempt %d), retrying in %.1f s", n, pause,
+                    extra={"receipt_id": up.receipt_id, "stage": STAGE, "code": STORAGE_UNAVAILABLE})
+
+    delays = iter(deps.retry_delays) if deps.retry_delays is not None else None
+    try:
+        return retry_call(attempt, deps.backoff, _store_down, sleep=deps.sleep, delays=delays,
+                          on_retry=on_retry)
+    except SocratextError as exc:
+        if not _store_down(exc) or tries < 2:
+            raise
+        raise SocratextError(STORAGE_UNAVAILABLE, f"{exc.message} (gave up after {tries} attempts in "
+                                                  f"{time.monotonic() - t0:.1f} s)") from exc
 
 
 def _process_upload(raw: bytes, up: UploadEvent, deps: OcrDeps, origin: Origin | None) -> list[OutEvent]:

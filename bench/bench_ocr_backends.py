@@ -1,0 +1,210 @@
+"""OCR engines and ways of running them, on real receipts: time per receipt and word recall, as ratios.
+
+    .venv/bin/python -m bench.bench_ocr_backends --n 20 [--chunk 4] [--variants pytesseract,tesserocr,...]
+        [--out bench/results/ocr_backends.json]
+
+Each variant reads the same SROIE training images (decode → `preprocess` → OCR, the OCR stage without
+its second pass) with the default settings (fra+eng, psm 6, long side 1800 px) unless it says otherwise:
+
+- `pytesseract`: one `tesseract` program run per image (the baseline, what the pipeline did);
+- `tesserocr`: Tesseract's C++ API in this process, models loaded once (`socratext.ocr.tesserocr_backend`);
+- `tesserocr-1400`, `tesserocr-psm4`: the same with a smaller working size / another page segmentation;
+- `pytesseract-procs2`, `tesserocr-procs2`: a pool of 2 worker processes, each doing decode+preprocess+OCR;
+- `tesserocr-threads2`: 2 threads in this process sharing one engine pool (the streaming worker's way).
+
+Images go in chunks of `--chunk`; every variant does every chunk, in a rotating order, so a load spike on
+this shared machine hits all of them alike. `wall s/rec` is the chunk's wall time over its images (for
+the pools: throughput, not one receipt's latency), `cpu s/rec` the CPU of the work itself (the
+`tesseract` child's included). Ratios are against `pytesseract` in the same run. Recall and precision
+are bench_ocr's multiset word measures against SROIE's transcriptions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import sys
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.bench_ocr import SROIE, gt_tokens, sample_stems, token_match
+from socratext.settings import REPO_ROOT
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    backend: str
+    workers: int = 1
+    pool: str = ""  # "", "threads" or "procs"
+    psm: int = 6
+    max_side: int = 1800
+
+
+VARIANTS = [
+    Variant("pytesseract", "pytesseract"),
+    Variant("tesserocr", "tesserocr"),
+    Variant("tesserocr-1400", "tesserocr", max_side=1400),
+    Variant("tesserocr-psm4", "tesserocr", psm=4),
+    Variant("pytesseract-procs2", "pytesseract", workers=2, pool="procs"),
+    Variant("tesserocr-procs2", "tesserocr", workers=2, pool="procs"),
+    Variant("tesserocr-threads2", "tesserocr", workers=2, pool="threads"),
+]
+
+_ENGINES: dict[tuple[str, int, int], object] = {}  # per process: engines stay loaded between calls
+
+
+def _engine(v: Variant) -> object:
+    from socratext.ocr import make_ocr
+    from socratext.settings import Settings
+
+    key = (v.backend, v.psm, v.max_side)
+    if key not in _ENGINES:
+        settings = Settings(ocr_max_side=v.max_side, ocr_backend=v.backend)
+        ocr = make_ocr(settings, psm=v.psm, preprocess=True)
+        if type(ocr).__name__ != {"tesserocr": "TesserocrOcr", "pytesseract": "TesseractOcr"}[v.backend]:
+            raise SystemExit(f"{v.backend} is not usable here (is tesserocr installed?)")
+        _ENGINES[key] = ocr
+    return _ENGINES[key]
+
+
+def ocr_file(v: Variant, path: str) -> tuple[list[str], float]:
+    """Decode + preprocess + OCR one file; its words and the CPU seconds it took (this thread, plus the
+    `tesseract` child when the backend runs one — exact as long as one file per process runs at a time)."""
+    from socratext.imaging import load_image_file
+
+    engine = _engine(v)
+    c0 = time.thread_time()
+    k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    img = load_image_file(Path(path))[0]
+    page = engine([img])[0]  # type: ignore[operator]
+    k1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = time.thread_time() - c0 + (k1.ru_utime - k0.ru_utime) + (k1.ru_stime - k0.ru_stime)
+    return [w.text for w in page.words], cpu
+
+
+def _warm(v: Variant, path: str) -> None:
+    ocr_file(v, path)
+
+
+@dataclass
+class Tally:
+    matched: int = 0
+    n_gt: int = 0
+    n_ocr: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    n: int = 0
+    chunks: list[float] = field(default_factory=list)  # wall s per receipt, per chunk
+
+
+def run_chunk(v: Variant, paths: list[str], pool: Executor | None) -> tuple[list[list[str]], float, float]:
+    t0 = time.perf_counter()
+    if pool is None:
+        results = [ocr_file(v, p) for p in paths]
+    else:
+        results = list(pool.map(ocr_file, [v] * len(paths), paths))
+    wall = time.perf_counter() - t0
+    return [r[0] for r in results], wall, sum(r[1] for r in results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=20, help="number of SROIE training images")
+    ap.add_argument("--chunk", type=int, default=4, help="images per interleaving step")
+    ap.add_argument("--variants", default="", help="comma-separated names (default: all)")
+    ap.add_argument("--data", type=Path, default=SROIE)
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "ocr_backends.json")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    if not (args.data / "img").is_dir():
+        print(f"no SROIE data at {args.data}: nothing to measure")
+        return 1
+    names = [s for s in args.variants.split(",") if s]
+    wanted = [v for v in VARIANTS if not names or v.name in names]
+    if "pytesseract" not in [v.name for v in wanted]:
+        wanted.insert(0, VARIANTS[0])  # the baseline the ratios refer to
+    stems = sample_stems(args.data, args.n)
+    paths = [str(args.data / "img" / f"{s}.jpg") for s in stems]
+    gts = [gt_tokens(args.data / "box" / f"{s}.csv") for s in stems]
+    load0 = os.getloadavg()
+
+    pools: dict[str, Executor] = {}
+    for v in wanted:  # start the pools and load their engines before anything is timed
+        if v.pool:
+            pools[v.name] = (ProcessPoolExecutor(v.workers, mp_context=multiprocessing.get_context("spawn"))
+                             if v.pool == "procs" else ThreadPoolExecutor(v.workers))
+            list(pools[v.name].map(_warm, [v] * v.workers, paths[: v.workers]))
+        else:
+            _warm(v, paths[0])
+    tallies = {v.name: Tally() for v in wanted}
+    chunks = [list(range(i, min(i + args.chunk, len(paths)))) for i in range(0, len(paths), args.chunk)]
+    try:
+        for c, idx in enumerate(chunks):
+            for k in range(len(wanted)):
+                v = wanted[(c + k) % len(wanted)]
+                words, wall, cpu = run_chunk(v, [paths[i] for i in idx], pools.get(v.name))
+                t = tallies[v.name]
+                for i, w in zip(idx, words, strict=True):
+                    m, g, o = token_match(gts[i], w)
+                    t.matched, t.n_gt, t.n_ocr = t.matched + m, t.n_gt + g, t.n_ocr + o
+                t.wall_s, t.cpu_s, t.n = t.wall_s + wall, t.cpu_s + cpu, t.n + len(idx)
+                t.chunks.append(wall / len(idx))
+            done = min((c + 1) * args.chunk, len(paths))
+            print(f"  {done}/{len(paths)} images  load {os.getloadavg()[0]:.2f}", flush=True)
+    finally:
+        for p in pools.values():
+            p.shutdown()
+    base = tallies["pytesseract"]
+    results = []
+    for v in wanted:
+        t = tallies[v.name]
+        results.append({
+            "name": v.name, "backend": v.backend, "workers": v.workers, "pool": v.pool or "none",
+            "psm": v.psm, "max_side": v.max_side, "n_images": t.n,
+            "recall": round(t.matched / max(t.n_gt, 1), 4),
+            "precision": round(t.matched / max(t.n_ocr, 1), 4),
+            "wall_s_per_receipt": round(t.wall_s / max(t.n, 1), 3),
+            "cpu_s_per_receipt": round(t.cpu_s / max(t.n, 1), 3),
+            "speedup_wall_vs_pytesseract": round(base.wall_s / t.wall_s, 2) if t.wall_s else None,
+            "speedup_cpu_vs_pytesseract": round(base.cpu_s / t.cpu_s, 2) if t.cpu_s else None,
+            "recall_minus_pytesseract": round(t.matched / max(t.n_gt, 1) - base.matched / max(base.n_gt, 1),
+                                              4),
+        })
+    from socratext.ocr import TesseractOcr
+
+    try:
+        from socratext.ocr.tesserocr_backend import TesserocrOcr
+
+        tesserocr_version = TesserocrOcr(preprocess=False).version
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal (pytesseract variants still ran)
+        tesserocr_version = f"unavailable: {exc}"
+    out = {"dataset": "sroie (train part, evenly spaced sample)", "n_images": len(stems), "stems": stems,
+           "chunk": args.chunk, "tesseract_program": TesseractOcr().version,
+           "tesserocr_lib": tesserocr_version,
+           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                       "loadavg_start": [round(x, 2) for x in load0],
+                       "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+           "omp_thread_limit": os.environ.get("OMP_THREAD_LIMIT"), "results": results}
+    print(f"{len(stems)} SROIE images, {os.cpu_count()} CPUs, load {out['machine']['loadavg_start'][0]} → "
+          f"{out['machine']['loadavg_end'][0]}")
+    print(f"{'variant':22s} {'recall':>7s} {'prec':>7s} {'wall s/rec':>10s} {'cpu s/rec':>9s} "
+          f"{'x wall':>7s} {'x cpu':>6s}")
+    for r in results:
+        print(f"{r['name']:22s} {r['recall']:7.4f} {r['precision']:7.4f} {r['wall_s_per_receipt']:10.3f} "
+              f"{r['cpu_s_per_receipt']:9.3f} {r['speedup_wall_vs_pytesseract']!s:>7s} "
+              f"{r['speedup_cpu_vs_pytesseract']!s:>6s}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

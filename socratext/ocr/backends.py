@@ -1,0 +1,44 @@
+"""Choose the OCR engine from `settings.ocr_backend`: one factory, so every caller gets the same one.
+
+Both engines take the same arguments and return the same `OcrPage`s (`socratext.ocr.tesseract` for the
+`tesseract` program per image, `socratext.ocr.tesserocr_backend` for the in-process API). tesserocr is
+an optional dependency: asking for it where it cannot run falls back to the program, with a warning,
+rather than failing a worker that would work (just slower).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from socratext.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+BACKENDS = ("pytesseract", "tesserocr")
+
+
+def make_ocr(settings: Settings | None = None, backend: str | None = None, **kwargs: Any) -> Any:
+    """An OCR engine (`TesseractOcr` or `TesserocrOcr`) for `backend` (default `settings.ocr_backend`);
+    `kwargs` go to its constructor (languages, psm, preprocess, extra_config, ...)."""
+    from socratext.ocr.tesseract import TesseractOcr
+
+    settings = settings or get_settings()
+    backend = backend or settings.ocr_backend
+    if backend not in BACKENDS:
+        raise ValueError(f"ocr_backend must be one of {BACKENDS}, not {backend!r}")
+    if backend == "tesserocr":
+        from socratext.errors import SocratextError
+        from socratext.ocr import tesserocr_backend
+
+        if not tesserocr_backend.available():
+            log.warning("ocr_backend=tesserocr but the tesserocr package is not installed: using pytesseract")
+        elif tesserocr_backend.tessdata_dir() is None:
+            log.warning("ocr_backend=tesserocr but no tessdata directory was found: using pytesseract")
+        else:
+            try:
+                return tesserocr_backend.TesserocrOcr(settings=settings, **kwargs)
+            except SocratextError as exc:
+                # e.g. languages missing from the tessdata found: the program reports the same error
+                # per receipt, which is where the CLI backend reports it too.
+                log.warning("tesserocr unusable (%s): using pytesseract", exc.message)
+    return TesseractOcr(settings=settings, **kwargs)

@@ -1,0 +1,124 @@
+"""The benchmark scripts stay runnable: each runs here with a tiny N and must write its JSON.
+
+No figure is asserted (speed belongs to the bench output, not to tests); what is checked is that every
+script runs end to end and reports what the README says it reports. The batching simulation, which
+turns measured call times into latencies, is checked on cases with a known answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.bench_batching import service_time, simulate
+from bench.stackrun import percentile
+from socratext.ocr import tesserocr_backend
+from socratext.settings import REPO_ROOT, Settings
+
+SROIE = REPO_ROOT.parent / "shared" / "data" / "sroie"
+
+
+def test_percentile_nearest_rank() -> None:
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile(list(map(float, range(1, 101))), 99) == 99.0
+    assert percentile([5.0], 99) == 5.0
+
+
+def test_service_time_interpolates() -> None:
+    table = {1: 0.1, 4: 0.4, 8: 0.5}
+    assert service_time(table, 4) == 0.4
+    assert service_time(table, 2) == pytest.approx(0.2)
+    assert service_time(table, 6) == pytest.approx(0.45)
+    assert service_time(table, 16) == pytest.approx(1.0)  # beyond the largest: per-item cost of the largest
+
+
+def test_simulate_window_cost_at_low_load() -> None:
+    """At a trickle every batch holds one receipt: latency = service, plus the full window when the batch
+    size is above one (take() waits the window for company that never comes)."""
+    table = {1: 0.1, 8: 0.4}
+    no_window = simulate(0.01, 8, 0.0, table, n=200)
+    window = simulate(0.01, 8, 0.5, table, n=200)
+    assert percentile(no_window, 50) == pytest.approx(0.1)
+    assert percentile(window, 50) == pytest.approx(0.6)
+    assert percentile(simulate(0.01, 1, 0.5, table, n=200), 99) == pytest.approx(0.1)
+
+
+def test_simulate_batches_fill_under_load() -> None:
+    """Arrivals faster than single calls can serve: batches fill up and latency stays bounded."""
+    table = {1: 0.1, 8: 0.2}
+    lat = simulate(20.0, 8, 0.5, table, n=2000)  # 20/s: one-by-one would need 2 s per second
+    assert max(lat) < 2.0
+    assert percentile(simulate(20.0, 1, 0.0, table, n=2000), 50) > 10  # unbatched: the queue grows
+
+
+def _run(module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> None:
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout,
+                          env={**os.environ, "OMP_THREAD_LIMIT": "1", **(env or {})})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_bench_bound_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "bound.json"
+    _run("bench.bench_bound", "--n", "1", "--out", str(out))
+    res = json.loads(out.read_text())
+    assert res["cpu_ms_total"] > 0 and res["bound_rps_all_cores"] > 0 and len(res["loadavg_start"]) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SROIE / "img").is_dir(), reason="no SROIE data")
+@pytest.mark.skipif(not tesserocr_backend.available(), reason="tesserocr not installed")
+def test_bench_ocr_backends_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "ocr_backends.json"
+    _run("bench.bench_ocr_backends", "--n", "2", "--chunk", "2", "--variants",
+         "tesserocr,tesserocr-threads2", "--out", str(out))
+    res = json.loads(out.read_text())
+    names = [r["name"] for r in res["results"]]
+    assert names == ["pytesseract", "tesserocr", "tesserocr-threads2"]  # the baseline is always measured
+    for r in res["results"]:
+        assert 0 < r["recall"] <= 1 and r["cpu_s_per_receipt"] > 0 and r["speedup_wall_vs_pytesseract"] > 0
+    assert res["machine"]["cpus"] and len(res["machine"]["loadavg_start"]) == 3
+
+
+@pytest.mark.slow
+def test_bench_batching_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "batching.json"
+    _run("bench.bench_batching", "--n", "2", "--model", "rules", "--sizes", "1,2", "--windows", "0,0.5",
+         "--reps", "1", "--out", str(out))
+    res = json.loads(out.read_text())
+    assert [m["batch_size"] for m in res["measured"]] == [1, 2]
+    assert len(res["simulated"]) == 4 and all(r["model_50pct"]["p99_s"] > 0 for r in res["simulated"])
+
+
+def _stack_env(stack: Settings) -> dict[str, str]:
+    return {"SOCRATEXT_STATE_DIR": str(stack.state_dir), "SOCRATEXT_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+            "SOCRATEXT_S3_ENDPOINT": stack.s3_endpoint}
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_bench_pipeline_smoke(stack: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "pipeline.json"
+    _run("bench.bench_pipeline", "--n", "2", "--bound-n", "1", "--out", str(out), env=_stack_env(stack))
+    res = json.loads(out.read_text())
+    closed, opened = res["closed"], res["open"]
+    assert closed["extracted"] == 2 and opened["extracted"] == 2
+    assert closed["ratio_to_bound"] > 0 and closed["ratio_to_wall_bound"] > 0
+    assert opened["offered_rps"] > 0 and opened["latency_s"]["p99"] >= opened["latency_s"]["p50"] > 0
+    assert closed["cpu_s_per_receipt"]["worker0-all"] > 0 and res["worker_peak_rss_mb"][0] > 50
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_bench_memory_smoke(stack: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    _run("bench.bench_memory", "--n", "1", "--runs", "split-rules", "--out", str(out), env=_stack_env(stack))
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["kind"] for r in rows] == ["ocr", "extract-rules"]
+    assert all(r["peak_rss_mb"] > 50 and r["extracted"] == 1 for r in rows)

@@ -1,0 +1,360 @@
+"""Fault tests through the real broker and object store: nothing lost, duplicates counted.
+
+Two worker subprocesses serve the module, one per stage (`--stage ocr`, `--stage extract`), so each stage
+can be killed on its own. Every test counts what went in (uploads) and what came out (extracted or
+dead-letter events) with a `read_committed` consumer, deduplicating by receipt id:
+
+    lost       = uploads with no extracted and no dead-letter event (must be 0)
+    duplicated = output events beyond the first per receipt (at-least-once may give some; reported)
+
+Each test prints one line `FAULT | <fault> | <what happened> | in=.. out=.. lost=.. duplicated=.. | ..s`
+(shown even without -s) for the reliability table. Faults: SIGKILL of the OCR worker and of the extraction
+worker mid-batch, a model that raises on one receipt of a batch, the object store down for less and for
+more than the retry budget, a broker restart. Every wait is bounded; tests that stop a service restore it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageDraw
+
+from socratext import stack as stack_mod
+from socratext.cli_stream import make_producer, upload_files
+from socratext.document import OcrPage, WordLabel
+from socratext.errors import MODEL_FAILED, STORAGE_UNAVAILABLE
+from socratext.pipeline import receipt_id_for
+from socratext.retry import Backoff
+from socratext.settings import Settings
+from streams.events import dumps, now_iso
+from streams.topics import DEADLETTER, EXTRACTED, OCR
+from tests.streamkit import NONCE, Worker, receipt_images
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore:.*(read_text|open_text) is deprecated:DeprecationWarning")]
+
+MARKER = "KABOOM"
+"""A receipt showing this word makes `RaisingExtractor` raise (the model fault)."""
+RETRY = Backoff(attempts=8, base_s=1.0, max_s=3.0)
+"""The OCR worker's object-store retry budget here: rides out any outage under 7 s, gives up within 20 s."""
+WAIT_S = 150.0
+
+
+class RaisingExtractor:
+    """The rules extractor, except that it raises on any page with a word containing `MARKER` — a model
+    that breaks on one receipt. Loaded in the extraction worker as `tests.test_faults:RaisingExtractor`."""
+
+    name = "rules-raising"
+    version = "1"
+
+    def __init__(self) -> None:
+        from socratext.extractors.rules import RulesExtractor
+
+        self.rules = RulesExtractor()
+
+    def label(self, pages: list[OcrPage], images: list[Any] | None = None) -> list[list[WordLabel]]:
+        if any(MARKER in w.text.upper() for p in pages for w in p.words):
+            raise RuntimeError(f"model crashed on a {MARKER} receipt")
+        return self.rules.label(pages, images)
+
+
+def StageWorker(settings: Settings, log: Path, stage: str, **env: str) -> Worker:  # noqa: N802
+    """A one-stage worker that sends nothing to review (the fault tests count extracted events only)."""
+    return Worker(settings, log, stage, **{"SOCRATEXT_REVIEW_THRESHOLD": "0", **env})
+
+
+class Ledger:
+    """A `read_committed` consumer of the OCR, extracted and dead-letter topics, positioned at their ends
+    when created: what the pipeline produced since, for the receipt ids a test follows."""
+
+    def __init__(self, settings: Settings) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        from socratext.kafka_config import kafka_python_kwargs
+
+        self.names = {getattr(settings, f"topic_{t}"): t for t in (OCR, EXTRACTED, DEADLETTER)}
+        self.consumer = KafkaConsumer(**kafka_python_kwargs(settings, group_id=None, enable_auto_commit=False,
+                                                            isolation_level="read_committed"))
+        tps = [TopicPartition(n, p) for n in self.names
+               for p in sorted(self.consumer.partitions_for_topic(n) or [])]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_end(*tps)
+        for tp in tps:
+            self.consumer.position(tp)  # fixed now, before the test produces anything
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def poll_until(self, cond: Callable[[], bool], wait_s: float = WAIT_S) -> bool:
+        deadline = time.monotonic() + wait_s
+        while not cond():
+            if time.monotonic() > deadline:
+                return False
+            for msgs in self.consumer.poll(timeout_ms=300).values():
+                for m in msgs:
+                    try:
+                        value = json.loads(m.value)
+                    except ValueError:
+                        continue
+                    if isinstance(value, dict):
+                        self.events.append((self.names[m.topic], value))
+        return True
+
+    def settle(self, seconds: float = 3.0) -> None:
+        """Keep reading a little: late duplicates (a replayed batch) come out right after the originals."""
+        end = time.monotonic() + seconds
+        self.poll_until(lambda: time.monotonic() > end, seconds + 1)
+
+    def of(self, ids: set[str], *topics: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(t, e) for t, e in self.events if t in topics and e.get("receipt_id") in ids]
+
+    def out(self, ids: set[str]) -> list[tuple[str, dict[str, Any]]]:
+        return self.of(ids, EXTRACTED, DEADLETTER)
+
+    def done(self, ids: set[str]) -> Callable[[], bool]:
+        return lambda: {e["receipt_id"] for _, e in self.out(ids)} >= ids
+
+    def tally(self, ids: set[str]) -> dict[str, int]:
+        per_id = Counter(e["receipt_id"] for _, e in self.out(ids))
+        return {"in": len(ids), "out": sum(per_id.values()), "lost": len(ids - set(per_id)),
+                "duplicated": sum(n - 1 for n in per_id.values())}
+
+
+def report(capsys: pytest.CaptureFixture[str], fault: str, happened: str, tally: dict[str, int],
+           seconds: float) -> None:
+    line = (f"FAULT | {fault} | {happened} | in={tally['in']} out={tally['out']} lost={tally['lost']} "
+            f"duplicated={tally['duplicated']} | {seconds:.1f} s")
+    with capsys.disabled():
+        print(f"\n{line}")
+
+
+@pytest.fixture(scope="module")
+def workers(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Worker]]:
+    logs = tmp_path_factory.mktemp("fault-workers")
+    ocr = StageWorker(stack, logs / "ocr.log", "ocr", SOCRATEXT_S3_RETRY_ATTEMPTS=str(RETRY.attempts),
+                      SOCRATEXT_S3_RETRY_BASE_S=str(RETRY.base_s), SOCRATEXT_S3_RETRY_MAX_S=str(RETRY.max_s))
+    extract = StageWorker(stack, logs / "extract.log", "extract", SOCRATEXT_BATCH_WINDOW_S="1.0",
+                          SOCRATEXT_MODEL="tests.test_faults:RaisingExtractor")
+    ws = {"ocr": ocr, "extract": extract}
+    try:
+        for w in ws.values():
+            w.start()
+        yield ws
+    finally:
+        for w in ws.values():
+            w.stop()
+
+
+@pytest.fixture
+def ledger(stack: Settings) -> Iterator[Ledger]:
+    led = Ledger(stack)
+    try:
+        yield led
+    finally:
+        led.close()
+
+
+def _files(n: int, base: int, marker_at: int | None = None) -> list[tuple[str, bytes]]:
+    out = []
+    for i, (name, data, _) in enumerate(receipt_images(n, base=base)):
+        if i == marker_at:  # the model fault: a receipt with MARKER printed under it
+            img = Image.open(io.BytesIO(data)).convert("RGB")
+            marked = Image.new("RGB", (img.width, img.height + 80), "white")
+            marked.paste(img, (0, 0))
+            ImageDraw.Draw(marked).text((img.width // 3, img.height + 20), MARKER, fill="black", font_size=24)
+            buf = io.BytesIO()
+            marked.save(buf, "JPEG", quality=90, comment=f"{NONCE}-marker".encode())
+            data = buf.getvalue()
+        out.append((name, data))
+    return out
+
+
+def _upload(stack: Settings, files: list[tuple[str, bytes]]) -> set[str]:
+    ids = {r["receipt_id"] for r in upload_files(stack, files)}
+    assert len(ids) == len(files)
+    return ids
+
+
+def _assert_nothing_lost(ledger: Ledger, ids: set[str]) -> dict[str, int]:
+    ok = ledger.poll_until(ledger.done(ids))
+    ledger.settle()
+    tally = ledger.tally(ids)
+    assert ok and tally["lost"] == 0, f"lost receipts: {tally}"
+    return tally
+
+
+def test_model_raising_on_one_receipt_spares_the_rest_of_its_batch(
+        stack: Settings, workers: dict[str, Worker], ledger: Ledger,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    extract = workers["extract"]
+    files = _files(4, base=8100, marker_at=1)
+    marker_id = receipt_id_for(files[1][1])
+    isolations = len(extract.log_lines("failed in the extractor; retrying one by one"))
+    t0 = time.monotonic()
+    # The extraction worker is stopped while the OCR events pile up, so that all four land in one batch.
+    extract.stop()
+    try:
+        ids = _upload(stack, files)
+        assert ledger.poll_until(lambda: {e["receipt_id"] for _, e in ledger.of(ids, OCR)} >= ids, 90), \
+            "the OCR stage did not produce the four pages"
+    finally:
+        extract.start()
+    tally = _assert_nothing_lost(ledger, ids)
+    dead = {e["receipt_id"]: e for _, e in ledger.of(ids, DEADLETTER)}
+    extracted = {e["receipt_id"] for _, e in ledger.of(ids, EXTRACTED)}
+    assert set(dead) == {marker_id} and dead[marker_id]["code"] == MODEL_FAILED
+    assert dead[marker_id]["stage"] == "extract" and MARKER in dead[marker_id]["message"]
+    assert extracted == ids - {marker_id}, "the rest of the batch must come out"
+    batches = extract.log_lines("failed in the extractor; retrying one by one")[isolations:]
+    assert batches, "the failing receipt was not in a batch with others"
+    assert extract.proc is not None and extract.proc.poll() is None and extract.healthy()
+    report(capsys, "model raises on 1 receipt of a batch",
+           f"batch retried one by one: {len(extracted)} extracted, 1 dead letter {MODEL_FAILED}",
+           tally, time.monotonic() - t0)
+
+
+def test_ocr_worker_killed_mid_batch_and_restarted_loses_nothing(
+        stack: Settings, workers: dict[str, Worker], ledger: Ledger,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    ocr = workers["ocr"]
+    files = _files(5, base=8200)
+    t0 = time.monotonic()
+    ids = _upload(stack, files)
+    assert ledger.poll_until(lambda: bool(ledger.of(ids, OCR)), 90), "no OCR output before the kill"
+    ocr.kill()
+    done_at_kill = len({e["receipt_id"] for _, e in ledger.of(ids, OCR)})
+    assert done_at_kill < len(ids), "the OCR stage finished before the kill: nothing was in flight"
+    ocr.start()
+    tally = _assert_nothing_lost(ledger, ids)
+    assert {e["receipt_id"] for _, e in ledger.of(ids, EXTRACTED)} == ids
+    ocr_dups = len(ledger.of(ids, OCR)) - len(ids)
+    report(capsys, "SIGKILL OCR worker mid-batch, restart",
+           f"killed with {done_at_kill}/{len(ids)} pages OCR'd; restarted; {ocr_dups} page(s) OCR'd twice",
+           tally, time.monotonic() - t0)
+
+
+def test_extract_worker_killed_mid_batch_and_restarted_loses_nothing(
+        stack: Settings, workers: dict[str, Worker], ledger: Ledger,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    extract = workers["extract"]
+    files = _files(4, base=8300)
+    t0 = time.monotonic()
+    ids = _upload(stack, files)
+    assert ledger.poll_until(lambda: bool(ledger.of(ids, EXTRACTED)), 90), "nothing extracted before the kill"
+    extract.kill()  # results of the first batch are out, its offsets not yet committed (commit every 1 s)
+    out_at_kill = len({e["receipt_id"] for _, e in ledger.of(ids, EXTRACTED)})
+    assert out_at_kill < len(ids), "every receipt was out before the kill: nothing was in flight"
+    extract.start()
+    tally = _assert_nothing_lost(ledger, ids)
+    assert {e["receipt_id"] for _, e in ledger.of(ids, EXTRACTED)} == ids
+    report(capsys, "SIGKILL extraction worker mid-batch, restart",
+           f"killed with {out_at_kill}/{len(ids)} out; restarted; replayed from the last committed offset",
+           tally, time.monotonic() - t0)
+
+
+def _announce_later(stack: Settings, files: list[tuple[str, bytes]]) -> tuple[set[str], Callable[[], None]]:
+    """Store the files now; return their ids and a function that publishes their upload events (so the
+    worker fetches them while the store is down)."""
+    from socratext.storage import ObjectStore
+
+    store = ObjectStore(stack)
+    events = []
+    for _, data in files:
+        rid = receipt_id_for(data)
+        key = f"uploads/{rid}.jpg"
+        store.put_bytes(stack.s3_bucket, key, data, "image/jpeg")
+        events.append((rid, {"schema_version": 1, "receipt_id": rid, "bucket": stack.s3_bucket, "key": key,
+                             "uploaded_at": now_iso(), "content_type": "image/jpeg"}))
+
+    def announce() -> None:
+        producer = make_producer(stack)
+        for rid, event in events:
+            producer.send(stack.topic_uploaded, key=rid.encode(), value=dumps(event))
+        producer.flush(timeout=30)
+        producer.close(timeout=10)
+
+    return {rid for rid, _ in events}, announce
+
+
+def test_object_store_outages_are_retried_then_dead_lettered_never_crashing(
+        stack: Settings, workers: dict[str, Worker], ledger: Ledger,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    if stack_mod.MINIO.pid(stack) is None:
+        pytest.skip("MinIO is not managed by the test state dir (reused stack); not stopping someone else's")
+    ocr = workers["ocr"]
+
+    # 1. A short outage: the worker fails to fetch, backs off, and gets the objects once the store is back.
+    files = _files(3, base=8400)
+    ids, announce = _announce_later(stack, files)
+    t0 = time.monotonic()
+
+    def first_failure_seen() -> None:
+        announce()
+        deadline = time.monotonic() + 60
+        while not any(rid in line for line in ocr.log_lines("object store unavailable") for rid in ids):
+            assert time.monotonic() < deadline, "the OCR worker never tried the store while it was down"
+            time.sleep(0.2)
+
+    stack_mod.restart_minio(stack, while_down=first_failure_seen)
+    short_down = time.monotonic() - t0
+    tally = _assert_nothing_lost(ledger, ids)
+    assert {e["receipt_id"] for _, e in ledger.of(ids, EXTRACTED)} == ids, ledger.of(ids, DEADLETTER)
+    retries = sum(rid in line for line in ocr.log_lines("object store unavailable") for rid in ids)
+    report(capsys, f"object store down {short_down:.0f} s (outages under {RETRY.min_total_s():.0f} s are "
+                   "always ridden out)", f"{retries} fetch retries with jittered backoff, then all extracted",
+           tally, time.monotonic() - t0)
+
+    # 2. An outage longer than the whole retry budget: dead letters storage_unavailable, the worker lives on.
+    files = _files(2, base=8450)
+    ids, announce = _announce_later(stack, files)
+    t0 = time.monotonic()
+
+    def down_until_dead_lettered() -> None:
+        announce()
+        assert ledger.poll_until(lambda: {e["receipt_id"] for _, e in ledger.of(ids, DEADLETTER)} >= ids,
+                                 RETRY.max_total_s() + 60), "no dead letter while the store stayed down"
+
+    stack_mod.restart_minio(stack, while_down=down_until_dead_lettered)
+    long_down = time.monotonic() - t0
+    tally = _assert_nothing_lost(ledger, ids)
+    dead = ledger.of(ids, DEADLETTER)
+    assert {e["code"] for _, e in dead} == {STORAGE_UNAVAILABLE}
+    assert all(f"gave up after {RETRY.attempts} attempts" in e["message"] for _, e in dead), dead
+    assert ocr.proc is not None and ocr.proc.poll() is None and ocr.healthy(), "the OCR worker died"
+    after = _upload(stack, _files(1, base=8490))  # and it still works once the store is back
+    _assert_nothing_lost(ledger, after)
+    assert {e["receipt_id"] for _, e in ledger.of(after, EXTRACTED)} == after
+    report(capsys, f"object store down {long_down:.0f} s (until every fetch gave up; budget "
+                   f"{RETRY.min_total_s():.0f}-{RETRY.max_total_s():.0f} s of pauses)",
+           f"{len(ids)} dead letters {STORAGE_UNAVAILABLE} after {RETRY.attempts} attempts; worker alive, "
+           "next receipt extracted", tally, time.monotonic() - t0)
+
+
+def test_broker_restart_with_receipts_in_flight_loses_nothing(
+        stack: Settings, workers: dict[str, Worker], ledger: Ledger,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    if stack_mod.KAFKA.pid(stack) is None:
+        pytest.skip("Kafka is not managed by the test state dir (reused stack); not restarting another's")
+    files = _files(4, base=8500)
+    t0 = time.monotonic()
+    ids = _upload(stack, files)
+    assert ledger.poll_until(lambda: bool(ledger.of(ids, OCR)), 90), "no OCR output before the restart"
+    in_flight = len(ids) - len({e["receipt_id"] for _, e in ledger.out(ids)})
+    t1 = time.monotonic()
+    stack_mod.restart_kafka(stack, downtime_s=2.0)
+    down = time.monotonic() - t1
+    tally = _assert_nothing_lost(ledger, ids)
+    assert {e["receipt_id"] for _, e in ledger.of(ids, EXTRACTED)} == ids
+    for w in workers.values():
+        assert w.proc is not None and w.proc.poll() is None, f"{w.stage} worker died with the broker"
+    report(capsys, "broker restart",
+           f"Kafka stopped and restarted ({down:.0f} s) with {in_flight}/{len(ids)} receipts in flight",
+           tally, time.monotonic() - t0)
