@@ -2,7 +2,8 @@
 compute bound measured in the same run.
 
     .venv/bin/python -m bench.bench_pipeline --n 30 [--mode both|closed|open] [--rate R] [--workers 1]
-        [--ocr-concurrency 0] [--bound-n 8] [--out bench/results/pipeline.json]
+        [--ocr-concurrency 0] [--ocr-backend B] [--env SOCRATEXT_X=V] [--bound-n 8] [--no-wall-bound]
+        [--out bench/results/pipeline.json]
 
 1. The bound (`bench_bound.measure`, `--bound-n` receipts in this process): CPU per receipt, and the
    receipts/s all cores would give if they did nothing else. `--bound-n 0` reads bench/results/bound.json.
@@ -91,9 +92,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     env.update(dict(kv.split("=", 1) for kv in args.env))
     workers = Workers(settings, ["all"] * args.workers, env).start()
     res: dict[str, Any] = {"n": args.n, "workers": args.workers, "stage": "all", "model": args.model,
-                              "ocr_backend": args.ocr_backend or settings.ocr_backend,
-                              "ocr_concurrency": args.ocr_concurrency or os.cpu_count(),
-                              "batch_window_s": args.batch_window, "worker_env": env, "bound": bound}
+                           "ocr_backend": args.ocr_backend or settings.ocr_backend,
+                           "ocr_concurrency": args.ocr_concurrency or os.cpu_count(),
+                           "batch_window_s": args.batch_window, "worker_env": env, "bound": bound}
     try:
         it = listen(settings, timeout=args.timeout)
         pids = {**workers.pids(), **stack_pids(settings)}

@@ -41,3 +41,15 @@ def test_without_row_fields_it_is_argmax() -> None:
     p = np.random.default_rng(0).random((9, 2)).astype(np.float32)
     assert list(row_consistent(two_rows(), p, ["O", "date"])) == list(p.argmax(axis=1))
     assert len(row_consistent(OcrPage([], 10, 10), np.zeros((0, 4)), LABELS)) == 0
+
+
+def test_numbers_beside_a_name_are_not_pulled_into_it() -> None:
+    words = [Word(t, (10 + 60 * i, 10, 60 + 60 * i, 30), line_id=0) for i, t in enumerate(
+        ["GARDENIA", "BAKERIES", "SDN", "BHD", "(139386", "X)"])]
+    p = probs([[0.1, 0.9, 0, 0]] * 4 + [[0.9, 0.1, 0, 0]] * 2)
+    out = row_consistent(OcrPage(words, 400, 40), p, LABELS)
+    assert [LABELS[k] for k in out] == ["merchant_name"] * 4 + ["O", "O"]  # a hole is filled, not the tail
+    p[1] = [0.9, 0.1, 0, 0]  # "BAKERIES" missed: a hole between labelled words
+    p[4] = [0.1, 0.9, 0, 0]  # "(139386" labelled: digits are never pulled in, but it bounds the span
+    out = row_consistent(OcrPage(words, 400, 40), p, LABELS)
+    assert [LABELS[k] for k in out] == ["merchant_name"] * 5 + ["O"]

@@ -344,11 +344,17 @@ def test_retrain_from_a_model_dir_with_reviewed_and_held_out_sets(tmp_path: Path
     write_records([page_record(lp, f"p{i}") for i in range(3)], tmp_path / "base")
     tiny = ["--max-length", "64", "--stride", "16", "--batch-size", "2", "--threads", "1", "--epochs", "1",
             "--val-fraction", "0", "--log-dir", str(tmp_path / "runs")]
-    assert main(["--model", "layoutlmv3-mini", "--vocab-size", "120", "--data", str(tmp_path / "base"),
-                 "--out", str(tmp_path / "v1"), "--version", "v1", *tiny]) == 0
-    assert main(["--init-from", str(tmp_path / "v1"), "--data", str(tmp_path / "base"), "--reviewed",
-                 str(tmp_path / "reviewed"), "--held-out", str(tmp_path / "reviewed"), "--out",
-                 str(tmp_path / "v2"), "--version", "v2", *tiny]) == 0
+    import torch
+
+    threads = torch.get_num_threads()  # main() sets the process-wide value
+    try:
+        assert main(["--model", "layoutlmv3-mini", "--vocab-size", "120", "--data", str(tmp_path / "base"),
+                     "--out", str(tmp_path / "v1"), "--version", "v1", *tiny]) == 0
+        assert main(["--init-from", str(tmp_path / "v1"), "--data", str(tmp_path / "base"), "--reviewed",
+                     str(tmp_path / "reviewed"), "--held-out", str(tmp_path / "reviewed"), "--out",
+                     str(tmp_path / "v2"), "--version", "v2", *tiny]) == 0
+    finally:
+        torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert "reviewed: 1 labelled receipts" in out and "held-out (1 pages) word F1: new" in out
     figures = json.loads((tmp_path / "v2" / "heldout_metrics.json").read_text())

@@ -21,6 +21,19 @@ ROW_FIELDS: tuple[str, ...] = ("merchant_name", "merchant_address")
 """Fields printed as whole rows; other fields (amounts, dates) share their row with other text."""
 
 
+HOLES_ONLY = frozenset({"merchant_name"})
+"""A name row is filled between its labelled words only: what follows a shop name on its row is a
+registration or phone number or a branch, which the name does not include; an address runs to the
+row's ends."""
+
+
+def fills(field: str, text: str) -> bool:
+    """May row smoothing give `field` to this unlabelled word? Not a number inside a name row: shop
+    names are words, and the digits printed beside them are registration or phone numbers ("GARDENIA
+    BAKERIES (KL) SDN BHD (139386 X)") that the model rightly left out."""
+    return field != "merchant_name" or not any(c.isdigit() for c in text)
+
+
 def row_consistent(page: OcrPage, probs: np.ndarray, labels: Sequence[str],
                    fields: Sequence[str] = ROW_FIELDS, min_share: float = 0.5) -> np.ndarray:
     """Word label indices after row smoothing (pure).
@@ -28,11 +41,12 @@ def row_consistent(page: OcrPage, probs: np.ndarray, labels: Sequence[str],
     `probs` is (n_words, n_labels) in `labels` order. For each visual row, the row field with the
     highest mean probability over the row's words takes the row when that mean is at least
     `min_share`; only words whose own best label is "other" or another row field change (a date or an
-    amount printed on the same row keeps its label)."""
+    amount printed on the same row keeps its label), and only when `fills` allows it."""
     best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     cols = [labels.index(f) for f in fields if f in labels]
     if not cols or not len(probs):
         return best
+    texts = [w.text for w in page.words]
     mutable = set(cols)
     if OTHER in labels:
         mutable.add(labels.index(OTHER))
@@ -45,7 +59,12 @@ def row_consistent(page: OcrPage, probs: np.ndarray, labels: Sequence[str],
         k = int(means.argmax())
         if means[k] < min_share:
             continue
-        for i in idx:
-            if int(best[i]) in mutable:
+        field = labels[cols[k]]
+        span = idx
+        if field in HOLES_ONLY:  # between the row's first and last word the model gave the field
+            have = [p for p, i in enumerate(idx) if int(best[i]) == cols[k]]
+            span = idx[have[0]:have[-1] + 1] if have else idx[:0]
+        for i in span:
+            if int(best[i]) in mutable and int(best[i]) != cols[k] and fills(field, texts[i]):
                 out[i] = cols[k]
     return out

@@ -8,6 +8,7 @@ rather than failing a worker that would work (just slower).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -15,6 +16,21 @@ from socratext.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 BACKENDS = ("pytesseract", "tesserocr")
+
+
+@functools.lru_cache(maxsize=4)
+def _warn_version_mismatch(library: str) -> None:
+    """Once per process: a tesserocr linked to another Tesseract than the program reads differently."""
+    from socratext.ocr.tesseract import TesseractOcr
+
+    try:
+        program = TesseractOcr().version
+    except Exception:  # noqa: BLE001 - no program to compare with: nothing to say
+        return
+    if program.split(".")[:2] != library.split(".")[:2]:
+        log.warning("tesserocr uses Tesseract %s but the tesseract program is %s: words can differ from the "
+                    "program's (build it against the system library: pip install --no-binary tesserocr "
+                    "tesserocr)", library, program)
 
 
 def make_ocr(settings: Settings | None = None, backend: str | None = None, **kwargs: Any) -> Any:
@@ -36,7 +52,9 @@ def make_ocr(settings: Settings | None = None, backend: str | None = None, **kwa
             log.warning("ocr_backend=tesserocr but no tessdata directory was found: using pytesseract")
         else:
             try:
-                return tesserocr_backend.TesserocrOcr(settings=settings, **kwargs)
+                engine = tesserocr_backend.TesserocrOcr(settings=settings, **kwargs)
+                _warn_version_mismatch(engine.version)
+                return engine
             except SocratextError as exc:
                 # e.g. languages missing from the tessdata found: the program reports the same error
                 # per receipt, which is where the CLI backend reports it too.

@@ -9,10 +9,13 @@ GIL, so receipts OCR'd on several threads run on several cores (`bench/bench_ocr
 The Tesseract C++ API object is not thread-safe: `TesserocrOcr` keeps a small pool of engines, one per
 thread using it at a time, created on demand (each costs the model load once and some 40 MB).
 
-Output is the same TSV the `tesseract` program writes, parsed by the same `words_from_data`, so both
-backends give identical `OcrPage` structures (the words themselves can differ slightly: the tesserocr
-wheel bundles its own, newer libtesseract). The language data comes from the system's tessdata
-(Debian's `tesseract-ocr-fra`/`-eng`), found through `TESSDATA_PREFIX` or the `tesseract` program.
+Output is the same TSV the `tesseract` program writes, parsed by the same `words_from_data`. Built against
+the system's libtesseract (`pip install --no-binary tesserocr tesserocr`, needs `libtesseract-dev
+libleptonica-dev pkg-config g++`), the words are exactly the program's. The PyPI wheel bundles its own,
+newer Tesseract (5.5 while Debian 12 has 5.3): faster, but it read 2.4 points fewer SROIE words than the
+5.3 program the preprocessing was tuned on (bench/results/ocr_backends_wheel.json), so `make_ocr` warns
+when the two versions differ. The language data comes from the system's tessdata (Debian's
+`tesseract-ocr-fra`/`-eng`), found through `TESSDATA_PREFIX` or the `tesseract` program.
 """
 
 from __future__ import annotations
