@@ -21,6 +21,7 @@ from socratext.ocr import tesserocr_backend
 from socratext.settings import REPO_ROOT, Settings
 
 SROIE = REPO_ROOT.parent / "shared" / "data" / "sroie"
+pytestmark = pytest.mark.filterwarnings("ignore:.*(read_text|open_text) is deprecated:DeprecationWarning")
 
 
 def test_percentile_nearest_rank() -> None:

@@ -178,12 +178,13 @@ def test_train_cli_tiny_run(tmp_path):
         pytest.skip("no Label Studio sample")
     out = tmp_path / "model"
     rc = main(["--model", "layoutlmv3-tiny", "--data", "labelstudio", "--epochs", "1", "--max-steps", "3",
-               "--out", str(out), "--run-name", "pytest-tiny",
+               "--out", str(out), "--run-name", "pytest-tiny", "--augment", "1",
                "--log-dir", str(tmp_path / "runs"), "--threads", "1", "--vocab-size", "300"])
     assert rc == 0
     assert any((tmp_path / "runs" / "pytest-tiny").glob("events.out.tfevents.*"))
     assert (out / "labels.json").exists() and (out / "model_card.md").exists()
     card = (out / "model_card.md").read_text()
     assert "--max-steps 3" in card and "labelstudio" in card
+    assert "augment (OCR-noise copies x1)" in card  # the noisy copies are counted in the card
     ext = LayoutModelExtractor.from_pretrained(out, device="cpu")
     assert ext.version.startswith("pytest-tiny")
