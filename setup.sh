@@ -9,8 +9,12 @@ cd "$(dirname "$0")"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
+# libtesseract-dev, libleptonica-dev, pkg-config, g++: tesserocr (the in-process OCR engine, 1.55x less
+# CPU per receipt) is built against the system's Tesseract; its PyPI wheel bundles another Tesseract
+# version that reads receipts worse (bench/results/ocr_backends_wheel.json).
 APT_PACKAGES=(tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng fonts-dejavu-core fonts-dejavu-extra
-              fonts-liberation maven prometheus docker-compose)
+              fonts-liberation maven prometheus docker-compose
+              libtesseract-dev libleptonica-dev pkg-config g++)
 command -v java >/dev/null 2>&1 || APT_PACKAGES+=(default-jre-headless)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -37,7 +41,7 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python dependencies into .venv (first time: a few minutes, torch is large)"
   .venv/bin/python -m pip install -q --upgrade "pip>=24"
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[stream,train,dev]"
+  .venv/bin/python -m pip install -q --no-binary tesserocr -c constraints.txt -e ".[stream,train,dev]"
   echo "$want" > "$stamp"
 fi
 log "ready: .venv/bin/socratext --help"

@@ -72,7 +72,7 @@ SOURCES = ("synthetic", "sroie", "labelstudio")
 # --- data --------------------------------------------------------------------------------------------
 
 def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synth_ocr: bool = True,
-              synth_repeat: int = 1, synth_cached_only: bool = False,
+              synth_repeat: int = 1, synth_cached_only: bool = False, sroie_repeat: int = 1,
               sroie_ocr: bool = False, with_images: bool = False, log: Any = print,
               ) -> tuple[list[LabeledPage], list[LabeledPage], dict[str, Any]]:
     """Training and validation pages from the named sources (held-out splits excluded)."""
@@ -111,6 +111,8 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
         tr, va = split_train_val(pages, val_fraction)
         if src == "synthetic":  # oversampling: the French target data is the scarcest
             tr = tr * max(1, synth_repeat)
+        elif src == "sroie":  # oversampling: 205 real receipts against ~600 synthetic ones
+            tr = tr * max(1, sroie_repeat)
         train += tr
         val += va
         stats[src] = {"train": len(tr), "val": len(va), "seconds": round(time.perf_counter() - t0, 1),
@@ -337,6 +339,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data", default="synthetic,sroie,labelstudio")
     ap.add_argument("--n-synth", type=int, default=400, help="synthetic training receipts (seeds 0..n-1)")
     ap.add_argument("--synth-repeat", type=int, default=1, help="repeat synthetic training pages N times")
+    ap.add_argument("--sroie-repeat", type=int, default=1, help="repeat SROIE training pages N times")
     ap.add_argument("--synth-cached-only", action="store_true",
                     help="synthetic: only the seeds below --n-synth already in the cache")
     ap.add_argument("--augment", type=int, default=0,
@@ -493,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
     t_start = time.perf_counter()
     train_pages, val_pages, data_stats = load_data(
         sources, args.n_synth, args.val_fraction, synth_ocr=not args.synth_gt, synth_repeat=args.synth_repeat,
-        synth_cached_only=args.synth_cached_only, sroie_ocr=args.sroie_ocr,
+        synth_cached_only=args.synth_cached_only, sroie_ocr=args.sroie_ocr, sroie_repeat=args.sroie_repeat,
         with_images=args.visual or args.model.startswith("layoutlmv2"))
     if args.reviewed:
         tr, va = split_train_val(load_reviewed(args.reviewed), args.val_fraction)
@@ -631,6 +634,7 @@ def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats
                             "max_length": args.max_length, "stride": args.stride,
                             "vocab_size": args.vocab_size, "warmup": args.warmup,
                             "weight_decay": args.weight_decay, "synth_repeat": args.synth_repeat,
+                            "sroie_repeat": args.sroie_repeat, "augment": args.augment,
                             "box_mode": args.box_mode},
         "parameters": f"{n_params / 1e6:.2f} M",
         "validation_macro_f1": round(metrics["macro_f1"], 4),
