@@ -635,30 +635,36 @@ def status(settings: Settings) -> dict[str, dict[str, object]]:
     return out
 
 
-def restart_kafka(
-    settings: Settings,
-    downtime_s: float = 0.0,
-    timeout: float = 90.0,
-    while_down: Callable[[], object] | None = None,
-) -> None:
-    """Stop the broker, run `while_down()`, stay down `downtime_s`, start it again and wait until it answers.
-
-    For fault tests: producers/consumers must survive it, and MinIO's queue dir keeps the events created
-    meanwhile (`while_down` is where a test uploads). The broker is restarted even if `while_down` raises.
-    Only a broker started from this state dir can be restarted.
-    """
+def _restart(comp: Component, start: Callable[[Settings], int], settings: Settings, downtime_s: float,
+             timeout: float, while_down: Callable[[], object] | None) -> None:
+    """Stop `comp`, run `while_down()`, stay down `downtime_s`, start it again (even if `while_down`
+    raised) and wait until it answers. Only a component started from this state dir can be restarted."""
     with _locked(settings):
-        if KAFKA.pid(settings) is None:
-            raise StackError("Kafka is not managed by this state dir; cannot restart it")
-        stop_component(KAFKA, settings)
+        if comp.pid(settings) is None:
+            raise StackError(f"{comp.name} is not managed by this state dir; cannot restart it")
+        stop_component(comp, settings)
         try:
             if while_down is not None:
                 while_down()
             if downtime_s > 0:
                 time.sleep(downtime_s)
         finally:
-            start_kafka(settings)
-            wait_ready(settings, timeout=timeout, minio=False)
+            start(settings)
+            wait_ready(settings, timeout=timeout, kafka=comp is KAFKA, minio=comp is MINIO)
+
+
+def restart_kafka(
+    settings: Settings,
+    downtime_s: float = 0.0,
+    timeout: float = 90.0,
+    while_down: Callable[[], object] | None = None,
+) -> None:
+    """Restart the broker around `while_down()` (see `_restart`).
+
+    For fault tests: producers/consumers must survive it, and MinIO's queue dir keeps the events created
+    meanwhile (`while_down` is where a test uploads).
+    """
+    _restart(KAFKA, start_kafka, settings, downtime_s, timeout, while_down)
 
 
 def restart_minio(
@@ -667,22 +673,10 @@ def restart_minio(
     timeout: float = 90.0,
     while_down: Callable[[], object] | None = None,
 ) -> None:
-    """Stop the object store, run `while_down()`, stay down `downtime_s`, start it again and wait until
-    it answers (its data dir is kept, so every object stored before the outage is there afterwards).
+    """Restart the object store around `while_down()` (see `_restart`); its data dir is kept, so every
+    object stored before the outage is there afterwards.
 
     For fault tests: workers must ride out a short outage (retries) and dead-letter, not crash, on a long
-    one. MinIO is restarted even if `while_down` raises. Only a MinIO started from this state dir can be
-    restarted.
+    one.
     """
-    with _locked(settings):
-        if MINIO.pid(settings) is None:
-            raise StackError("MinIO is not managed by this state dir; cannot restart it")
-        stop_component(MINIO, settings)
-        try:
-            if while_down is not None:
-                while_down()
-            if downtime_s > 0:
-                time.sleep(downtime_s)
-        finally:
-            start_minio(settings)
-            wait_ready(settings, timeout=timeout, kafka=False)
+    _restart(MINIO, start_minio, settings, downtime_s, timeout, while_down)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 import pytesseract
 from PIL import Image
@@ -30,8 +31,9 @@ bench/results/ocr.json), and it keeps an item's name and price on one line, whic
 DEFAULT_OEM = 1  # LSTM only: the legacy engine is not shipped in every tessdata package
 
 
-class TesseractOcr:
-    """Callable OCR engine: `ocr(images) -> list[OcrPage]`, one page per image, in order."""
+class OcrEngineOptions:
+    """What every Tesseract backend is configured with (languages, page segmentation, engine mode), so
+    the backends stay interchangeable behind `socratext.ocr.make_ocr`."""
 
     name = "tesseract"
 
@@ -44,10 +46,19 @@ class TesseractOcr:
         self.oem = oem
         self.preprocess = preprocess
         self.timeout_s = timeout_s
-        self.config = f"--psm {psm} --oem {oem} {extra_config}".strip()
-        # pytesseract gives no way to pass an environment to its subprocess; the variable is inherited.
-        # setdefault keeps an operator's explicit choice.
+        self.extra_config = extra_config
+        # One OpenMP thread per engine: parallelism belongs across receipts (Tesseract's own threads fight
+        # each other). Inherited by pytesseract's subprocess, read by libtesseract when its OpenMP runtime
+        # starts; setdefault keeps an operator's explicit choice.
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+
+class TesseractOcr(OcrEngineOptions):
+    """Callable OCR engine: `ocr(images) -> list[OcrPage]`, one page per image, in order."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config = f"--psm {self.psm} --oem {self.oem} {self.extra_config}".strip()
 
     @functools.cached_property
     def version(self) -> str:

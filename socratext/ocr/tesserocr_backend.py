@@ -35,8 +35,7 @@ from PIL import Image
 from socratext.document import OcrPage
 from socratext.errors import OCR_FAILED, SocratextError
 from socratext.ocr.preprocess import preprocess as _preprocess
-from socratext.ocr.tesseract import DEFAULT_OEM, DEFAULT_PSM, words_from_data
-from socratext.settings import Settings, get_settings
+from socratext.ocr.tesseract import OcrEngineOptions, words_from_data
 
 TSV_COLUMNS = ("level", "page_num", "block_num", "par_num", "line_num", "word_num", "left", "top", "width",
                "height", "conf", "text")
@@ -106,25 +105,13 @@ def parse_variables(extra_config: str) -> dict[str, str]:
     return out
 
 
-class TesserocrOcr:
+class TesserocrOcr(OcrEngineOptions):
     """Callable OCR engine with `TesseractOcr`'s interface: `ocr(images) -> list[OcrPage]`."""
 
-    name = "tesseract"
-
-    def __init__(self, languages: str | None = None, psm: int = DEFAULT_PSM, oem: int = DEFAULT_OEM,
-                 preprocess: bool = True, settings: Settings | None = None, timeout_s: float = 120.0,
-                 extra_config: str = "") -> None:
-        self.settings = settings or get_settings()
-        self.languages = languages or self.settings.ocr_languages
-        self.psm = psm
-        self.oem = oem
-        self.preprocess = preprocess
-        self.timeout_s = timeout_s
-        self.variables = parse_variables(extra_config)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # sets OMP_THREAD_LIMIT before the first engine exists
+        self.variables = parse_variables(self.extra_config)
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        # One OpenMP thread per engine, as for the CLI backend: parallelism is across receipts. Must be
-        # set before libtesseract's OpenMP runtime starts, i.e. before the first engine exists.
-        os.environ.setdefault("OMP_THREAD_LIMIT", "1")
         self._release(self._acquire())  # fail now (missing languages, no tessdata), not on the first receipt
 
     @functools.cached_property
