@@ -26,7 +26,7 @@ from PIL import Image
 
 from socratext.fields.normalize import parse_amount, parse_date
 from socratext.settings import REPO_ROOT
-from training.datasets.common import CACHE_DIR
+from training.datasets.common import CACHE_DIR, image_key
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 SROIE_DIR = SHARED_DATA / "sroie"
@@ -153,14 +153,9 @@ class CachedOcrStage:
         self.cache_dir = cache_dir
 
     def _key(self, img: Image.Image) -> str:
-        import hashlib
-
         s, engine = self.stage.settings, self.stage.ocr
-        h = hashlib.sha1(f"2|{img.mode}|{img.size}|{s.ocr_languages}|{s.ocr_max_side}|{s.ocr_deskew}|"
-                         f"{s.ocr_second_pass}|{type(engine).__name__}|{getattr(engine, 'config', '')}"
-                         .encode())
-        h.update(img.tobytes())
-        return h.hexdigest()
+        return image_key(img, f"stage|{s.ocr_languages}|{s.ocr_max_side}|{s.ocr_deskew}|{s.ocr_second_pass}|"
+                              f"{type(engine).__name__}|{getattr(engine, 'config', '')}")
 
     def __call__(self, images: list[Image.Image]) -> list[object]:
         from socratext.document import OcrPage
@@ -176,7 +171,7 @@ class CachedOcrStage:
                 d = json.loads(path.read_text())
                 pre = preprocess(img, self.stage.settings)
                 out.append(OcrResult(OcrPage.from_dict(d["page"]), sharpen(pre) if d["sharpened"] else pre,
-                                     d["timings_ms"]))
+                                     d["timings_ms"], d["sharpened"]))
                 continue
             (res,) = self.stage([img])
             path.parent.mkdir(parents=True, exist_ok=True)

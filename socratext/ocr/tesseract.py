@@ -31,9 +31,10 @@ bench/results/ocr.json), and it keeps an item's name and price on one line, whic
 DEFAULT_OEM = 1  # LSTM only: the legacy engine is not shipped in every tessdata package
 
 
-class OcrEngineOptions:
-    """What every Tesseract backend is configured with (languages, page segmentation, engine mode), so
-    the backends stay interchangeable behind `socratext.ocr.make_ocr`."""
+class TesseractEngine:
+    """What every Tesseract backend shares — its options (languages, page segmentation, engine mode) and
+    the callable `ocr(images) -> list[OcrPage]` — so the backends stay interchangeable behind
+    `socratext.ocr.make_ocr`; a backend implements `read(image)` only."""
 
     name = "tesseract"
 
@@ -52,8 +53,23 @@ class OcrEngineOptions:
         # starts; setdefault keeps an operator's explicit choice.
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
+    def __call__(self, images: list[Image.Image]) -> list[OcrPage]:
+        return [page for page, _ in self.run(images)]
 
-class TesseractOcr(OcrEngineOptions):
+    def run(self, images: list[Image.Image]) -> list[tuple[OcrPage, Image.Image]]:
+        """OCR each image; also return the image the boxes refer to (for models that look at pixels)."""
+        out = []
+        for img in images:
+            seen = _preprocess(img, self.settings) if self.preprocess else img
+            out.append((self.read(seen), seen))
+        return out
+
+    def read(self, img: Image.Image) -> OcrPage:
+        """OCR one already-preprocessed image."""
+        raise NotImplementedError
+
+
+class TesseractOcr(TesseractEngine):
     """Callable OCR engine: `ocr(images) -> list[OcrPage]`, one page per image, in order."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -66,17 +82,6 @@ class TesseractOcr(OcrEngineOptions):
             return str(pytesseract.get_tesseract_version())
         except (pytesseract.TesseractNotFoundError, OSError) as e:
             raise SocratextError(OCR_FAILED, f"tesseract is not installed: {e}") from e
-
-    def __call__(self, images: list[Image.Image]) -> list[OcrPage]:
-        return [page for page, _ in self.run(images)]
-
-    def run(self, images: list[Image.Image]) -> list[tuple[OcrPage, Image.Image]]:
-        """OCR each image; also return the image the boxes refer to (for models that look at pixels)."""
-        out = []
-        for img in images:
-            seen = _preprocess(img, self.settings) if self.preprocess else img
-            out.append((self.read(seen), seen))
-        return out
 
     def read(self, img: Image.Image) -> OcrPage:
         """OCR one already-preprocessed image."""

@@ -34,8 +34,7 @@ from PIL import Image
 
 from socratext.document import OcrPage
 from socratext.errors import OCR_FAILED, SocratextError
-from socratext.ocr.preprocess import preprocess as _preprocess
-from socratext.ocr.tesseract import OcrEngineOptions, words_from_data
+from socratext.ocr.tesseract import TesseractEngine, words_from_data
 
 TSV_COLUMNS = ("level", "page_num", "block_num", "par_num", "line_num", "word_num", "left", "top", "width",
                "height", "conf", "text")
@@ -105,7 +104,7 @@ def parse_variables(extra_config: str) -> dict[str, str]:
     return out
 
 
-class TesserocrOcr(OcrEngineOptions):
+class TesserocrOcr(TesseractEngine):
     """Callable OCR engine with `TesseractOcr`'s interface: `ocr(images) -> list[OcrPage]`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -158,17 +157,6 @@ class TesserocrOcr(OcrEngineOptions):
                 self._idle.get_nowait().End()
             except queue.Empty:
                 return
-
-    def __call__(self, images: list[Image.Image]) -> list[OcrPage]:
-        return [page for page, _ in self.run(images)]
-
-    def run(self, images: list[Image.Image]) -> list[tuple[OcrPage, Image.Image]]:
-        """OCR each image; also return the image the boxes refer to (for models that look at pixels)."""
-        out = []
-        for img in images:
-            seen = _preprocess(img, self.settings) if self.preprocess else img
-            out.append((self.read(seen), seen))
-        return out
 
     def read(self, img: Image.Image) -> OcrPage:
         """OCR one already-preprocessed image (thread-safe: each call borrows its own engine)."""

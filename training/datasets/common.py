@@ -52,7 +52,8 @@ class LabeledPage:
 
 # --- OCR with a cache --------------------------------------------------------------------------------
 
-def _image_key(img: Image.Image, extra: str) -> str:
+def image_key(img: Image.Image, extra: str) -> str:
+    """Cache key of an OCR result: the pixels plus `extra`, every setting that changes what is read."""
     h = hashlib.sha1()
     h.update(f"{OCR_CACHE_VERSION}|{img.mode}|{img.size}|{extra}|".encode())
     h.update(img.tobytes())
@@ -71,7 +72,7 @@ def ocr_cached(img: Image.Image, ocr: Any | None = None, cache_dir: Path | None 
     s = ocr.settings
     extra = f"{ocr.languages}|{ocr.config}|{ocr.preprocess}|{s.ocr_max_side}|{s.ocr_deskew}"
     cache = (cache_dir or CACHE_DIR / "ocr")
-    path = cache / f"{_image_key(img, extra)}.json"
+    path = cache / f"{image_key(img, extra)}.json"
     if path.is_file():
         d = json.loads(path.read_text())
         return OcrPage.from_dict(d["page"]), d["info"]
