@@ -98,6 +98,8 @@ class LayoutModelExtractor:
         self.version = version
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model.to(self.device)
+        if self.device.type == "cuda":  # fixed image size: conv shapes vary only with the batch size
+            torch.backends.cudnn.benchmark = True
         self.max_length = min(max_length, int(getattr(model.config, "max_position_embeddings", 514)) - 2)
         self.stride = stride
         self.batch_size = batch_size
@@ -105,9 +107,11 @@ class LayoutModelExtractor:
         self.tags = [id2label[i] for i in range(len(id2label))]
         self.word_labels = list(dict.fromkeys(strip_bio(t) for t in self.tags))
         # tag index → word-label index, to sum P(B-x) and P(I-x)
-        self._fold = torch.zeros(len(self.tags), len(self.word_labels))
+        fold = torch.zeros(len(self.tags), len(self.word_labels))
         for i, t in enumerate(self.tags):
-            self._fold[i, self.word_labels.index(strip_bio(t))] = 1.0
+            fold[i, self.word_labels.index(strip_bio(t))] = 1.0
+        self._fold = fold.to(self.device)  # softmax and fold run where the logits are: less to copy back
+        self._blank: torch.Tensor | None = None  # the image of a page without one, made once
         self.box_mode = str(getattr(model.config, "box_mode", "word"))
         self.image_key, self._image_fn = image_input(model.config.model_type, uses_images(model.config))
         pad = tokenizer.pad_token_id
@@ -141,6 +145,8 @@ class LayoutModelExtractor:
             # fp16-saved weights: CPU kernels want fp32
             model = model.float()
             set_cpu_threads()
+        else:
+            set_host_threads_for_gpu()
         return cls(model, tokenizer, name=meta.get("name", config.model_type),
                    version=str(meta.get("version", "0")), device=device, **kwargs)
 
@@ -169,30 +175,47 @@ class LayoutModelExtractor:
         if self.image_key is not None:
             for i in range(len(pages)):
                 img = images[i] if images is not None and i < len(images) else None
-                pixels[i] = self._image_fn(img)  # type: ignore[operator]
+                if img is not None:
+                    pixels[i] = self._image_fn(img)  # type: ignore[operator]
         order = sorted(range(len(windows)), key=lambda k: len(windows[k]))
         scores: list[np.ndarray | None] = [None] * len(windows)
         with torch.inference_mode():
             for b in range(0, len(order), self.batch_size):
                 chunk = [windows[k] for k in order[b:b + self.batch_size]]
-                pix = torch.stack([pixels[w.page] for w in chunk]) if self.image_key else None
-                batch = collate(chunk, self.pad_id, pix, self.image_key or "pixel_values")
-                batch = {k: v.to(self.device) for k, v in batch.items()}
+                batch = collate(chunk, self.pad_id)
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                if self.image_key is not None:
+                    batch[self.image_key] = self._pixels([pixels.get(w.page) for w in chunk])
                 with _autocast(self.device):
                     logits = self.model(**batch).logits
-                tag_p = torch.softmax(logits.float(), dim=-1).cpu()
-                word_p = (tag_p @ self._fold).numpy()
+                word_p = (torch.softmax(logits.float(), dim=-1) @ self._fold).cpu().numpy()
                 for j, k in enumerate(order[b:b + self.batch_size]):
                     scores[k] = word_p[j, : len(windows[k])]
+        by_page: dict[int, list[int]] = {}
+        for k, w in enumerate(windows):
+            by_page.setdefault(w.page, []).append(k)
         out = []
         for i, page in enumerate(pages):
-            ks = [k for k, w in enumerate(windows) if w.page == i]
+            ks = by_page.get(i, [])
             if not page.words:
                 out.append(np.zeros((0, len(self.word_labels)), dtype=np.float32))
                 continue
             out.append(merge_windows([windows[k] for k in ks], [scores[k] for k in ks],  # type: ignore[misc]
                                      len(page.words)))
         return out
+
+    def _pixels(self, images: list[torch.Tensor | None]) -> torch.Tensor:
+        """The batch's image tensor on the device. Pages without an image (the streaming extract stage
+        receives OCR words only) share one blank sheet made once and expanded without a copy: measured on
+        an H200 (bench/bench_gpu.py), making, stacking and copying 600 KB of blank pixels per page cost
+        the LayoutLMv2-base stage more host time than the model's whole forward pass."""
+        if all(img is None for img in images):
+            if self._blank is None:
+                self._blank = self._image_fn(None).to(self.device)  # type: ignore[operator]
+            return self._blank.expand(len(images), *self._blank.shape)
+        blank = self._image_fn(None)  # type: ignore[operator]
+        stacked = torch.stack([blank if img is None else img for img in images])
+        return stacked.to(self.device, non_blocking=True)
 
 
 RULES_FIRST = FIELDS
@@ -272,6 +295,15 @@ def set_cpu_threads() -> None:
         cores = os.cpu_count() or 1
     if torch.get_num_threads() > min(cores, 8):
         torch.set_num_threads(max(1, min(cores, 8)))
+
+
+def set_host_threads_for_gpu() -> None:
+    """With the model on a GPU, torch's host-side work (collating, copies) is small and needs no OpenMP
+    team: one intra-op thread. Several extraction workers share a GPU (one per partition), and each
+    would otherwise start one spinning thread per core (16 workers × 16 threads on a 16-core host).
+    An explicit `OMP_NUM_THREADS` wins."""
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(1)
 
 
 def read_labels_meta(path: str | Path) -> dict[str, Any]:
