@@ -18,7 +18,9 @@ tests in tests/test_events.py hold it to that. The agents turn those errors into
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import io
 import json
 import re
 from collections import Counter
@@ -40,6 +42,12 @@ MAX_DEADLETTER_ORIGINAL = 256 * 1024
 # and far below what makes field assembly slow: a 1 MB event with 15 000 amounts on one line, or one
 # 100 KB "word", kept an extraction worker busy for minutes (line parsing is not linear in the worst
 # case). Stage 2 refuses such a page as malformed_event instead of stalling its batch.
+PAGE_IMAGE_SIDE = 224
+"""The page image an OCR event carries is what LayoutLMv2/v3 look at: 224×224 RGB (their boxes are
+normalised to 0–1000, so the aspect ratio need not survive). A JPEG of it is 5–15 KB: sending it beats
+fetching and decoding the full scan again in the extract stage."""
+MAX_PAGE_IMAGE_B64 = 200_000
+MAX_PAGE_IMAGE_SIDE = 1024
 MAX_PAGE_WORDS = 10_000
 MAX_LINE_WORDS = 500
 MAX_WORD_CHARS = 200
@@ -78,6 +86,7 @@ class OcrEvent:
     page_number: int = 1
     page_count: int = 1
     timings_ms: dict[str, float] = field(default_factory=dict)
+    image: Any = None  # PIL image of the page (`page_image`), for models that look at pixels
 
 
 @dataclass(frozen=True)
@@ -283,7 +292,40 @@ def parse_ocr(raw: bytes) -> OcrEvent:
         raise SocratextError(MALFORMED_EVENT, f"invalid OCR page: {type(exc).__name__}: {str(exc)[:120]}") \
             from None
     _check_page_size(page)
-    return OcrEvent(receipt_id, dict(source), uploaded_at, page, page_number, page_count, timings)
+    image = _parse_page_image(doc["page_image"]) if doc.get("page_image") is not None else None
+    return OcrEvent(receipt_id, dict(source), uploaded_at, page, page_number, page_count, timings, image)
+
+
+def page_image(img: Any) -> dict[str, Any]:
+    """An OCR event's `page_image`: the page the boxes refer to, `PAGE_IMAGE_SIDE` square, JPEG, base64.
+    At that size no printed digit is legible, so it needs no masking (the words do, see privacy)."""
+    from PIL import Image
+
+    small = img.convert("RGB").resize((PAGE_IMAGE_SIDE, PAGE_IMAGE_SIDE), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=85)
+    return {"media_type": "image/jpeg", "width": PAGE_IMAGE_SIDE, "height": PAGE_IMAGE_SIDE,
+            "data": base64.b64encode(buf.getvalue()).decode("ascii")}
+
+
+def _parse_page_image(doc: Any) -> Any:
+    """`page_image` → RGB PIL image; anything else than a small JPEG/PNG in base64 is a malformed event."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not isinstance(doc, dict) or doc.get("media_type") not in ("image/jpeg", "image/png") \
+            or not isinstance(doc.get("data"), str):
+        raise SocratextError(MALFORMED_EVENT, "page_image must be {media_type: image/jpeg|image/png, data}")
+    if len(doc["data"]) > MAX_PAGE_IMAGE_B64:
+        raise SocratextError(MALFORMED_EVENT, f"page_image is over {MAX_PAGE_IMAGE_B64} base64 characters")
+    try:
+        img = Image.open(io.BytesIO(base64.b64decode(doc["data"], validate=True)))
+        if max(img.size) > MAX_PAGE_IMAGE_SIDE:  # read from the header: refused before decoding pixels
+            raise SocratextError(MALFORMED_EVENT, f"page_image is {img.size[0]}x{img.size[1]}, over "
+                                                  f"{MAX_PAGE_IMAGE_SIDE} px a side")
+        return img.convert("RGB")
+    except (binascii.Error, ValueError, OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise SocratextError(MALFORMED_EVENT, f"page_image is not a readable image: {type(exc).__name__}") \
+            from None
 
 
 def _check_page_size(page: OcrPage) -> None:
@@ -318,7 +360,9 @@ def page_receipt_id(receipt_id: str, page_number: int, page_count: int) -> str:
 
 
 def ocr_event(upload: UploadEvent, page: OcrPage, page_number: int, page_count: int,
-              timings_ms: dict[str, float]) -> dict[str, Any]:
+              timings_ms: dict[str, float], image: Any = None) -> dict[str, Any]:
+    """A `receipts.ocr` value; `image` (the page the boxes refer to) becomes its `page_image`."""
+    extra = {"page_image": page_image(image)} if image is not None else {}
     return {
         "schema_version": SCHEMA_VERSION,
         "receipt_id": page_receipt_id(upload.receipt_id, page_number, page_count),
@@ -329,6 +373,7 @@ def ocr_event(upload: UploadEvent, page: OcrPage, page_number: int, page_count: 
         "page_count": page_count,
         "page": mask_page(page).export(),  # no card number leaves the OCR stage (socratext.privacy)
         "timings_ms": {k: round(float(v), 2) for k, v in timings_ms.items()},
+        **extra,
     }
 
 

@@ -100,11 +100,19 @@ def test_ocr_stage_good_receipt() -> None:
     assert out.topic == OCR and out.key == "r1"
     jsonschema.validate(out.value, load_schema(OCR))
     assert out.value["page"]["words"][1]["text"] == "60,00"
+    assert ev.parse_ocr(ev.dumps(out.value)).image.size == (224, 224)  # for models that look at pixels
     assert set(out.value["timings_ms"]) >= {"fetch", "decode", "ocr"}
     assert m.value("socratext_receipts_total", stage="ocr", outcome="in") == 1
     assert m.value("socratext_receipts_total", stage="ocr", outcome="out") == 1
     assert m.value("socratext_stage_seconds_count", stage="ocr") == 1
     assert m.value("socratext_stage_seconds_count", stage="fetch") == 1
+
+
+def test_ocr_stage_page_image_can_be_left_out() -> None:
+    deps = ocr_deps({"uploads/r1.jpg": jpeg()})
+    deps.settings = SETTINGS.model_copy(update={"ocr_event_page_image": False})
+    (out,) = process_ocr_event(upload("r1", "uploads/r1.jpg"), deps)
+    assert "page_image" not in out.value and out.value["page"]["words"]
 
 
 @pytest.mark.parametrize(("raw", "objects", "code", "rid"), [
@@ -220,6 +228,36 @@ def test_extract_batch_one_bad_receipt_does_not_spoil_the_batch() -> None:
     assert m.value("socratext_receipts_total", stage="extract", outcome="out") == 2
     assert m.value("socratext_receipts_total", stage="extract", outcome="failed") == 2
     assert m.value("socratext_confidence_count") == 2 and m.value("socratext_end_to_end_seconds_count") == 2
+
+
+def test_extract_batch_hands_the_page_images_to_the_extractor() -> None:
+    """A model that looks at pixels gets each event's page image, in batch order (None where an event
+    came without one); when no event of the batch has one, it gets None, as before."""
+
+    class Looking(FakeExtractor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.images: list[object] = []
+
+        def label(self, pages: list[OcrPage], images: object = None) -> list[list[WordLabel]]:
+            self.images.append(images)
+            return super().label(pages, images)
+
+    def with_image(rid: str, color: str) -> bytes:
+        doc = json.loads(ocr_value(rid, ["TOTAL", "1,00"]))
+        doc["page_image"] = ev.page_image(Image.new("RGB", (300, 600), color))
+        return ev.dumps(doc)
+
+    fx = Looking()
+    outs = process_extract_batch([with_image("a", "red"), ocr_value("b", ["TOTAL", "2,00"]),
+                                  with_image("c", "blue")], extract_deps(fx))
+    assert len(by_topic(outs, EXTRACTED)) == 3
+    (imgs,) = fx.images
+    assert imgs[1] is None and [im.size for im in (imgs[0], imgs[2])] == [(224, 224)] * 2
+    assert imgs[0].getpixel((100, 100))[0] > 200 and imgs[2].getpixel((100, 100))[2] > 200
+    fx2 = Looking()
+    process_extract_batch([ocr_value("d", ["TOTAL", "3,00"])], extract_deps(fx2))
+    assert fx2.images == [None]
 
 
 def test_low_confidence_goes_to_review_with_page_and_labels() -> None:

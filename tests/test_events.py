@@ -171,6 +171,39 @@ def test_ocr_event_round_trip_and_schema() -> None:
     assert ev.page_receipt_id("r", 1, 1) == "r"
 
 
+def test_ocr_event_carries_the_page_image_the_layout_models_see() -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    (up,) = ev.parse_upload(ours(), ALLOWED)
+    scan = Image.new("RGB", (600, 1500), "white")
+    scan.paste((20, 20, 20), (50, 100, 550, 160))  # a dark band across the top
+    doc = ev.ocr_event(up, page(), 1, 1, {}, image=scan)
+    jsonschema.validate(doc, load_schema(OCR))
+    assert doc["page_image"]["media_type"] == "image/jpeg" and len(doc["page_image"]["data"]) < 20_000
+    img = ev.parse_ocr(ev.dumps(doc)).image
+    assert img.size == (ev.PAGE_IMAGE_SIDE, ev.PAGE_IMAGE_SIDE) and img.mode == "RGB"
+    assert sum(img.getpixel((112, 19))) < 150 and sum(img.getpixel((112, 150))) > 700  # band kept, resized
+    assert ev.parse_ocr(ev.dumps(ev.ocr_event(up, page(), 1, 1, {}))).image is None  # optional
+
+    def bad(image_doc: object) -> str:
+        with pytest.raises(SocratextError) as info:
+            ev.parse_ocr(ev.dumps({**doc, "page_image": image_doc}))
+        assert info.value.code == MALFORMED_EVENT
+        return info.value.message
+
+    assert "not a readable image" in bad({"media_type": "image/jpeg", "data": "bm90IGFuIGltYWdl"})
+    assert "not a readable image" in bad({"media_type": "image/jpeg", "data": "***"})
+    assert "media_type" in bad({"media_type": "image/gif", "data": doc["page_image"]["data"]})
+    assert "media_type" in bad("a string")
+    assert "base64 characters" in bad({"media_type": "image/png", "data": "A" * 300_000})
+    buf = io.BytesIO()
+    Image.new("L", (5000, 10)).save(buf, "PNG")  # small file, too wide: refused from its header
+    assert "over 1024 px" in bad({"media_type": "image/png", "data": base64.b64encode(buf.getvalue()).decode()})
+
+
 @pytest.mark.parametrize("mutate", [
     lambda d: d.pop("page"), lambda d: d["page"].pop("width"), lambda d: d["page"]["words"][0].pop("box"),
     lambda d: d.update(source="x"), lambda d: d.update(schema_version=7), lambda d: d["page"].update(words=3),

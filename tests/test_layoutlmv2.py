@@ -228,3 +228,42 @@ def test_tiny_layoutlmv3_forward_and_loss():
     assert model.classifier.weight.grad is not None
     text_only = LayoutLMv3ForTokenClassification(tiny_layoutlmv3_config(VOCAB, LABELS, visual=False))
     assert text_only(input_ids=batch["input_ids"], bbox=batch["bbox"]).logits.shape == (2, T, LABELS)
+
+
+def test_extractor_pages_without_images_share_one_blank_sheet() -> None:
+    """The stream's extract stage labels pages without their image: the extractor then expands one blank
+    sheet over the batch (no per-page pixels). It must score exactly as if each page came with a white
+    image, and a batch mixing a real image with missing ones must score the real one as on its own."""
+    from PIL import Image
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from socratext.document import OcrPage, Word
+    from socratext.labels import BIO_LABELS
+    from socratext.model.extractor import LayoutModelExtractor
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{w: i + 4 for i, w in enumerate(
+        ["total", "12,50", "carrefour", "paris", "date"])}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                                  cls_token="[CLS]", sep_token="[SEP]")
+    torch.manual_seed(0)
+    cfg = tiny_layoutlmv2_config(len(vocab), len(BIO_LABELS), id2label=dict(enumerate(BIO_LABELS)),
+                                 label2id={t: i for i, t in enumerate(BIO_LABELS)})
+    ext = LayoutModelExtractor(layoutlmv2_for_token_classification(cfg), tok, device="cpu", batch_size=4)
+    pages = [OcrPage([Word(w, (30 + 90 * i, 40 + 20 * k, 100 + 90 * i, 55 + 20 * k), line_id=k)
+                      for i, w in enumerate(["carrefour", "total", "12,50", "paris"][: 2 + k])], 600, 300)
+             for k in range(3)]
+    white = Image.new("RGB", (600, 300), "white")
+    blank = ext.word_probabilities(pages)
+    assert ext._blank is not None and ext._blank.shape == (3, 224, 224)  # made once, kept
+    explicit = ext.word_probabilities(pages, [white] * 3)
+    for a, b in zip(blank, explicit, strict=True):
+        assert a.shape == b.shape and a == pytest.approx(b, abs=1e-7)
+    dark = Image.new("RGB", (600, 300), (40, 10, 90))
+    alone = ext.word_probabilities(pages[1:2], [dark])[0]
+    mixed = ext.word_probabilities(pages, [None, dark, None])
+    assert mixed[1] == pytest.approx(alone, abs=1e-7)
+    assert mixed[0] == pytest.approx(blank[0], abs=1e-7)
+    assert abs(alone - blank[1]).max() > 1e-5  # the image does reach the model (a small random one)

@@ -187,9 +187,11 @@ async def watch_model(deps: ExtractDeps, executor: Executor) -> None:
             log.exception("model watcher failed; polling goes on", extra={"stage": STAGE})
 
 
-def _label_batch(pages: list[OcrPage], extractor: Extractor) -> list[list[WordLabel] | BaseException]:
+def _label_batch(pages: list[OcrPage], extractor: Extractor, images: list[Any] | None = None,
+                 ) -> list[list[WordLabel] | BaseException]:
     """Label all pages in one model call; if that call fails, label them one by one so that only the
-    page that breaks the model is lost (and the error is attributed to it)."""
+    page that breaks the model is lost (and the error is attributed to it). `images`: the events' page
+    images (None where an event has none), for models that look at pixels."""
 
     def check(labels: Any, batch: list[OcrPage]) -> list[list[WordLabel]]:
         if not isinstance(labels, list) or len(labels) != len(batch) or any(
@@ -198,16 +200,16 @@ def _label_batch(pages: list[OcrPage], extractor: Extractor) -> list[list[WordLa
         return labels
 
     try:
-        return list(check(extractor.label(pages, None), pages))
+        return list(check(extractor.label(pages, images), pages))
     except Exception as exc:  # noqa: BLE001 - fall back to isolate the culprit
         if len(pages) == 1:
             return [exc]
         log.warning("batch of %d failed in the extractor; retrying one by one", len(pages),
                     extra={"stage": STAGE})
     out: list[list[WordLabel] | BaseException] = []
-    for p in pages:
+    for k, p in enumerate(pages):
         try:
-            out.append(check(extractor.label([p], None), [p])[0])
+            out.append(check(extractor.label([p], [images[k]] if images else None), [p])[0])
         except Exception as exc:  # noqa: BLE001
             out.append(exc)
     return out
@@ -243,7 +245,9 @@ def process_extract_batch(raws: list[bytes], deps: ExtractDeps,
     extractor = deps.extractor
     model = {"name": extractor.name, "version": extractor.version}
     t0 = time.perf_counter()
-    labels = _label_batch([ev.page for _, ev, _ in good], extractor)
+    images = [ev.image for _, ev, _ in good]
+    labels = _label_batch([ev.page for _, ev, _ in good], extractor,
+                          images if any(i is not None for i in images) else None)
     model_s = (time.perf_counter() - t0) / len(good)
     for (raw, ev, origin), labs in zip(good, labels, strict=True):
         if isinstance(labs, BaseException):

@@ -140,7 +140,9 @@ def _process_upload(raw: bytes, up: UploadEvent, deps: OcrDeps, origin: Origin |
                             fallback_code=OCR_FAILED))
             continue
         timings = {"fetch": (t1 - t0) * 1e3, "decode": (t2 - t1) * 1e3 / n, **result.timings_ms}
-        out.append(OutEvent(OCR, rid, ocr_event(up, result.page, number, n, timings)))
+        seen = getattr(result, "image", None) or image  # the preprocessed page the boxes refer to
+        attached = seen if deps.settings.ocr_event_page_image else None
+        out.append(OutEvent(OCR, rid, ocr_event(up, result.page, number, n, timings, attached)))
         if m is not None:
             m.observe_stage("ocr", ocr_s)
             m.count(STAGE, "out")
