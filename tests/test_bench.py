@@ -125,3 +125,21 @@ def test_bench_memory_smoke(stack: Settings, tmp_path: Path) -> None:
     rows = json.loads(out.read_text())["rows"]
     assert [r["kind"] for r in rows] == ["ocr", "extract-rules"]
     assert all(r["peak_rss_mb"] > 50 and r["extracted"] == 1 for r in rows)
+
+
+@pytest.mark.slow
+def test_bench_gpu_smoke_on_cpu(tmp_path: Path) -> None:
+    """The GPU bench's two steps run here on the CPU with the tiny config: events made with the real OCR
+    stage, then the model and the extraction stage (in a spawned worker process) measured on them."""
+    events, out = tmp_path / "events.jsonl", tmp_path / "gpu.json"
+    _run("bench.bench_gpu", "make-events", "--n", "2", "--out", str(events))
+    assert len(events.read_text().splitlines()) == 2
+    _run("bench.bench_gpu", "run", "--events", str(events), "--config", "tiny", "--device", "cpu", "--sizes",
+         "2", "--windows", "2", "--procs", "1", "--rounds", "1", "--stage-batch", "2", "--model-batch", "2",
+         "--parts", "model,stage", "--out", str(out))
+    res = json.loads(out.read_text())
+    model, stage = ([r for r in res["rows"] if r["part"] == p] for p in ("model", "stage"))
+    assert [(r["batch"], r["precision"], r["padding"]) for r in model] == [(2, "bf16-autocast", "sorted")]
+    assert model[0]["rps"] > 0 and res["tokens_per_window"]["mean"] > 2
+    assert stage[0]["receipts"] == 2 and stage[0]["events_out"] >= 2
+    assert stage[0]["deadletters_in_warmup"] == 0
