@@ -45,6 +45,7 @@ class Variant:
     pool: str = ""  # "", "threads" or "procs"
     psm: int = 6
     max_side: int = 1800
+    config: str = ""  # extra tesseract variables, `-c name=value ...`; "" = Tesseract's own defaults
 
 
 VARIANTS = [
@@ -52,22 +53,24 @@ VARIANTS = [
     Variant("tesserocr", "tesserocr"),
     Variant("tesserocr-1400", "tesserocr", max_side=1400),
     Variant("tesserocr-psm4", "tesserocr", psm=4),
+    # Tesseract 5 re-reads every line it is unsure of as inverted (white on black) text; receipts have none
+    Variant("tesserocr-noinvert", "tesserocr", config="-c tessedit_do_invert=0"),
     Variant("pytesseract-procs2", "pytesseract", workers=2, pool="procs"),
     Variant("tesserocr-procs2", "tesserocr", workers=2, pool="procs"),
     Variant("tesserocr-threads2", "tesserocr", workers=2, pool="threads"),
 ]
 
-_ENGINES: dict[tuple[str, int, int], object] = {}  # per process: engines stay loaded between calls
+_ENGINES: dict[tuple[str, int, int, str], object] = {}  # per process: engines stay loaded between calls
 
 
 def _engine(v: Variant) -> object:
     from socratext.ocr import make_ocr
     from socratext.settings import Settings
 
-    key = (v.backend, v.psm, v.max_side)
+    key = (v.backend, v.psm, v.max_side, v.config)
     if key not in _ENGINES:
         settings = Settings(ocr_max_side=v.max_side, ocr_backend=v.backend)
-        ocr = make_ocr(settings, psm=v.psm, preprocess=True)
+        ocr = make_ocr(settings, psm=v.psm, preprocess=True, extra_config=v.config)
         if type(ocr).__name__ != {"tesserocr": "TesserocrOcr", "pytesseract": "TesseractOcr"}[v.backend]:
             raise SystemExit(f"{v.backend} is not usable here (is tesserocr installed?)")
         _ENGINES[key] = ocr

@@ -40,14 +40,14 @@ class TesseractEngine:
 
     def __init__(self, languages: str | None = None, psm: int = DEFAULT_PSM, oem: int = DEFAULT_OEM,
                  preprocess: bool = True, settings: Settings | None = None, timeout_s: float = 120.0,
-                 extra_config: str = "") -> None:
+                 extra_config: str | None = None) -> None:
         self.settings = settings or get_settings()
         self.languages = languages or self.settings.ocr_languages
         self.psm = psm
         self.oem = oem
         self.preprocess = preprocess
         self.timeout_s = timeout_s
-        self.extra_config = extra_config
+        self.extra_config = self.settings.ocr_tesseract_config if extra_config is None else extra_config
         # One OpenMP thread per engine: parallelism belongs across receipts (Tesseract's own threads fight
         # each other). Inherited by pytesseract's subprocess, read by libtesseract when its OpenMP runtime
         # starts; setdefault keeps an operator's explicit choice.
