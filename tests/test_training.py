@@ -139,8 +139,14 @@ def test_combined_extractor_rules_first_fields():
     m = [WordLabel("date", 0.99), WordLabel("O", 0.9), WordLabel("total", 0.9)]
     r = [WordLabel("O", 1.0), WordLabel("date", 0.9), WordLabel("O", 1.0)]
     assert [w.label for w in comb.merge(m, r)] == ["O", "date", "total"]
-    # rules find no date: the model's date stands
+    # rules find no date: the model's date stands when it is sure enough (fill_threshold, 0.9 by default)
     assert [w.label for w in comb.merge(m, [WordLabel("O", 1.0)] * 3)] == ["date", "O", "total"]
+    unsure = [WordLabel("date", 0.6), WordLabel("date", 0.95), WordLabel("total", 0.9)]
+    silent = [WordLabel("item_name", 1.0), WordLabel("O", 1.0), WordLabel("O", 1.0)]
+    assert [w.label for w in comb.merge(unsure, silent)] == ["item_name", "date", "total"]
+    lenient = CombinedExtractor(_Fixed("m", []), _Fixed("r", []), threshold=0.5, rules_first=("date",),
+                                fill_threshold=0.5)
+    assert [w.label for w in lenient.merge(unsure, silent)] == ["date", "date", "total"]
 
 
 def test_word_f1_macro_over_seen_labels():
