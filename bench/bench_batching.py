@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import write_json
 from bench.stackrun import loadavg, percentile
 
 
@@ -162,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
            "measured": measured, "rates": rates, "simulated": sim,
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_start": load0,
                        "loadavg_end": loadavg()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
-    print(f"wrote {args.out}")
+    write_json(args.out, res)
     return 0
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.report import write_json
 
 
 def receipt_blobs(n: int, seed: int) -> list[bytes]:
@@ -135,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bound on {res['cores']} cores: {res['bound_rps_all_cores']} receipts/s "
           f"(one process, one core: {args.n / res['wall_s_one_process']:.3f} receipts/s wall; "  # type: ignore[operator]
           f"OCR {res['ocr_backend']}, load {res['loadavg_start'][0]})")  # type: ignore[index]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
+    write_json(args.out, res)
     return 0
 
 

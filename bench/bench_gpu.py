@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import write_json
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRECISIONS = ("fp32", "tf32", "bf16-autocast", "fp16-autocast", "bf16-weights")
 PADDINGS = ("max512", "sorted", "bucket64")
@@ -343,8 +345,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     def save(row: dict[str, Any]) -> None:
         res["rows"].append(row)
         print(json.dumps(row), flush=True)
-        Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.out).write_text(json.dumps(res, indent=1) + "\n")
+        write_json(opts.out, res, announce=False)  # after every row: a run cut short keeps its rows
 
     model = build_model(opts.config, len(tok), pad_id, device)
     res["params_m"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
@@ -429,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     res = run(opts)
     print(table(res))
-    print(f"wrote {opts.out}")
+    write_json(opts.out, res)
 
 
 if __name__ == "__main__":

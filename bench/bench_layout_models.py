@@ -15,7 +15,6 @@ Targets for the CPU default: ≤ 150 ms per receipt on 2 cores, ≤ 50 MB of wei
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers import LayoutLMv3ForTokenClassification
 
+from bench.report import write_json
 from socratext.model.layoutlmv2 import LayoutLMv2FreeForTokenClassification, small_layoutlmv2_config
 from socratext.model.layoutlmv3 import small_layoutlmv3_config
 
@@ -106,14 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         visual = f"{r['visual_ms']:.0f}/{r['visual_cpu_ms']:.0f}" if "visual_ms" in r else "-"
         print(f"{r['model']:<28}{r['params']:>11,}{r['weights_mb']:>9.1f}{r['forward_ms']:>9.0f}"
               f"{r['forward_cpu_ms']:>8.0f}{visual:>20}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    write_json(args.out, {
         "tokens": args.tokens, "threads": args.threads, "repeats": args.repeats, "vocab": args.vocab,
         "torch": torch.__version__, "machine": platform.machine(), "processor": platform.processor(),
         "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
         "rows": rows,
-    }, indent=2))
-    print(f"wrote {args.out}")
+    })
     return 0
 
 

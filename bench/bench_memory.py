@@ -14,13 +14,13 @@ Target: an extraction worker with the default model stays under 1.5 GB.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
+from bench.report import write_json
 from bench.stackrun import Workers, collect, listen, loadavg, synthetic_files, upload_paced
 
 RUNS = [  # (run name, model, stages)
@@ -71,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{x['loadavg_start'][0]:>5}")
     res = {"rows": rows, "ocr_backend": settings.ocr_backend,
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_end": loadavg()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
-    print(f"wrote {args.out}")
+    write_json(args.out, res)
     return 0 if not missing else 1
 
 

@@ -12,7 +12,6 @@ part of the fixed split (sorted stems, first 80 %), so choosing defaults here ne
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from bench.report import write_json
 from socratext.imaging import load_image_file
 from socratext.ocr.preprocess import preprocess_with_info
 from socratext.ocr.tesseract import TesseractOcr
@@ -212,14 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['name']:32s} {r['recall']:7.4f} {r['precision']:7.4f} {r['recall_alnum']:7.4f} "
               f"{r['s_per_image']:7.3f} {r['cpu_s_per_image']:7.3f} {r['preprocess_s_per_image']:7.3f}")
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    write_json(args.out, {
         "dataset": "sroie (train part, evenly spaced sample)", "n_images": len(stems), "stems": stems,
         "languages": args.languages, "tesseract": TesseractOcr().version,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "omp_thread_limit": os.environ.get("OMP_THREAD_LIMIT"), "results": results,
-    }, indent=2))
-    print(f"wrote {args.out}")
+    })
     return 0
 
 

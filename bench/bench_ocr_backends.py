@@ -22,7 +22,6 @@ are bench_ocr's multiset word measures against SROIE's transcriptions.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.bench_ocr import SROIE, gt_tokens, sample_stems, token_match
+from bench.report import write_json
 from socratext.settings import REPO_ROOT
 
 
@@ -203,9 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['name']:22s} {r['recall']:7.4f} {r['precision']:7.4f} {r['wall_s_per_receipt']:10.3f} "
               f"{r['cpu_s_per_receipt']:9.3f} {r['speedup_wall_vs_pytesseract']!s:>7s} "
               f"{r['speedup_cpu_vs_pytesseract']!s:>6s}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
     return 0
 
 

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import write_json
 from bench.stackrun import (
     CpuMeter,
     Workers,
@@ -200,9 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"closed loop CPU s/receipt: {c['cpu_s_per_receipt']}; bound CPU / worker CPU = "
               f"{c['cpu_efficiency_vs_bound']}")
     print(f"worker peak RSS MiB: {res['worker_peak_rss_mb']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
-    print(f"wrote {args.out}")
+    write_json(args.out, res)
     return 0 if not missing else 1
 
 
