@@ -30,6 +30,18 @@ def percentile(values: list[float], q: float) -> float:
     return s[k]
 
 
+def steady_rps(ends: list[float], trim: float = 0.1) -> float | None:
+    """Receipts/s between the first and the last `trim` share of the arrivals: the rate once the run is
+    under way. A closed loop's start (consumer fetch, first batches) and end (the last receipts wait for
+    the batch window, one core idles while the other finishes) weigh on a short run's average."""
+    t = sorted(ends)
+    k = int(len(t) * trim)
+    lo, hi = k, len(t) - 1 - k
+    if hi - lo < 2 or t[hi] <= t[lo]:
+        return None
+    return (hi - lo) / (t[hi] - t[lo])
+
+
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 

@@ -143,3 +143,11 @@ def test_bench_gpu_smoke_on_cpu(tmp_path: Path) -> None:
     assert model[0]["rps"] > 0 and res["tokens_per_window"]["mean"] > 2
     assert stage[0]["receipts"] == 2 and stage[0]["events_out"] >= 2
     assert stage[0]["deadletters_in_warmup"] == 0
+
+
+def test_steady_rps_ignores_the_ramp_and_the_tail() -> None:
+    from bench.stackrun import steady_rps
+
+    ends = [5.0] + [10.0 + i for i in range(19)] + [60.0]  # slow start, 1/s, a straggler
+    assert steady_rps(ends) == pytest.approx(1.0)
+    assert steady_rps([1.0, 2.0]) is None and steady_rps([3.0] * 20) is None
