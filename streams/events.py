@@ -292,7 +292,7 @@ def parse_ocr(raw: bytes) -> OcrEvent:
         raise SocratextError(MALFORMED_EVENT, f"invalid OCR page: {type(exc).__name__}: {str(exc)[:120]}") \
             from None
     _check_page_size(page)
-    image = _parse_page_image(doc["page_image"]) if doc.get("page_image") is not None else None
+    image = parse_page_image(doc["page_image"]) if doc.get("page_image") is not None else None
     return OcrEvent(receipt_id, dict(source), uploaded_at, page, page_number, page_count, timings, image)
 
 
@@ -308,7 +308,7 @@ def page_image(img: Any) -> dict[str, Any]:
             "data": base64.b64encode(buf.getvalue()).decode("ascii")}
 
 
-def _parse_page_image(doc: Any) -> Any:
+def parse_page_image(doc: Any) -> Any:
     """`page_image` → RGB PIL image; anything else than a small JPEG/PNG in base64 is a malformed event."""
     from PIL import Image, UnidentifiedImageError
 
@@ -385,8 +385,12 @@ def extracted_event(receipt: dict[str, Any], uploaded_at: str, extracted_at: str
             "extracted_at": extracted_at or now_iso()}
 
 
-def review_event(extracted: dict[str, Any], page: OcrPage, labels: list[Any]) -> dict[str, Any]:
-    """A receipt for human review: what we extracted, and the words + labels to correct (retraining feed)."""
+def review_event(extracted: dict[str, Any], page: OcrPage, labels: list[Any], image: Any = None,
+                 ) -> dict[str, Any]:
+    """A receipt for human review: what we extracted, and the words + labels to correct (retraining feed).
+    `image` (the OCR event's page image) travels on as `page_image`, so that a model retrained on the
+    reviewed receipt sees the pixels it will see in service."""
+    extra = {"page_image": page_image(image)} if image is not None else {}
     return {
         "schema_version": SCHEMA_VERSION,
         "receipt_id": extracted["receipt_id"],
@@ -397,6 +401,7 @@ def review_event(extracted: dict[str, Any], page: OcrPage, labels: list[Any]) ->
         "page": mask_page(page).export(),
         "word_labels": [{"label": lab.label, "probability": round(float(lab.probability), 4)}
                         for lab in labels],
+        **extra,
     }
 
 

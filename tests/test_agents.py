@@ -258,6 +258,11 @@ def test_extract_batch_hands_the_page_images_to_the_extractor() -> None:
     fx2 = Looking()
     process_extract_batch([ocr_value("d", ["TOTAL", "3,00"])], extract_deps(fx2))
     assert fx2.images == [None]
+    # receipts sent to review keep their page image (a retrained model must see what this one saw)
+    outs = process_extract_batch([with_image("e", "red")], extract_deps(Looking(), threshold=1.0))
+    reviews = by_topic(outs, REVIEW)
+    assert len(reviews) == 1 and reviews[0].value["page_image"]["media_type"] == "image/jpeg"
+    jsonschema.validate(reviews[0].value, load_schema(REVIEW))
 
 
 def test_low_confidence_goes_to_review_with_page_and_labels() -> None:

@@ -111,6 +111,30 @@ def test_labelled_records_round_trip_a_directory(tmp_path: Path):
         to_labeled_page(rec)  # a review record is not training data
 
 
+def test_page_image_travels_from_review_event_to_training_page(tmp_path: Path):
+    """The serving model's view of the page (the OCR event's 224x224 image) goes with the review event into
+    the review record, the labelled record and the trainer's `LabeledPage`: a model that looks at pixels is
+    retrained on what it saw. Without one, the page has no image, as before."""
+    from PIL import Image
+
+    from socratext.document import WordLabel
+    from streams.events import review_event
+
+    ev = _event("rid-img")
+    scan = Image.new("RGB", (800, 400), "white")
+    scan.paste((200, 30, 30), (0, 0, 400, 400))
+    event = json.loads(json.dumps(review_event({**ev["receipt"]}, _page(), [
+        WordLabel(p["label"], p["probability"]) for p in ev["word_labels"]], scan)))
+    rec = review_record(event)  # (the event's schema is checked with a real receipt in test_agents)
+    lab = labelled_record(rec, [p["label"] for p in rec["predictions"]], reviewed_by="t", reviewed_at="now")
+    assert write_records([lab, labelled_record(review_record(_event("rid-plain")), ["O"] * 14,
+                                               reviewed_by="t", reviewed_at="now")], tmp_path) == 2
+    with_image, plain = load_labelled_pages(tmp_path)
+    assert with_image.id == "reviewed/rid-img" and plain.image is None
+    assert with_image.image.size == (224, 224)
+    assert with_image.image.getpixel((50, 112))[0] > 150 and with_image.image.getpixel((170, 112))[1] > 200
+
+
 # --- corrections -----------------------------------------------------------------------------------------
 
 def test_corrected_total_lands_on_the_total_line_only():

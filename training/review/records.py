@@ -64,6 +64,7 @@ def review_record(event: dict[str, Any]) -> dict[str, Any]:
                    if isinstance(v, dict)},
         "page": page.export(),
         "predictions": preds,
+        **({"page_image": event["page_image"]} if isinstance(event.get("page_image"), dict) else {}),
     }
 
 
@@ -87,6 +88,7 @@ def labelled_record(record: dict[str, Any], labels: list[str], *, reviewed_by: s
         "labels": list(labels),
         "fields": dict(fields or {}),
         "review": {"by": reviewed_by, "at": reviewed_at, "changed_words": changed},
+        **({"page_image": record["page_image"]} if "page_image" in record else {}),
     }
 
 
@@ -102,7 +104,12 @@ def to_labeled_page(record: dict[str, Any], source: str = "reviewed") -> Labeled
     if record.get("format") != LABELLED_FORMAT:
         raise ValueError(f"{record.get('receipt_id')}: not a labelled record ({record.get('format')!r})")
     labels = [lab if lab in WORD_LABELS else OTHER for lab in record["labels"]]
-    return LabeledPage(page=OcrPage.from_dict(record["page"]), labels=labels,
+    image = None
+    if record.get("page_image") is not None:  # the 224x224 page the serving model saw (streams.events)
+        from streams.events import parse_page_image
+
+        image = parse_page_image(record["page_image"])
+    return LabeledPage(page=OcrPage.from_dict(record["page"]), labels=labels, image=image,
                        fields={k: str(v) for k, v in (record.get("fields") or {}).items() if v is not None},
                        source=source, id=f"{source}/{record['receipt_id']}")
 
