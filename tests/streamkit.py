@@ -99,6 +99,14 @@ class Worker:
         if self.proc is not None:
             stop_worker(self.proc)
 
+    def __enter__(self) -> Worker:
+        """`with Worker(...) as w:` starts it healthy and stops it however the block ends (fixtures)."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def log_lines(self, needle: str) -> list[str]:
         return [line for line in self.log.read_text(errors="replace").splitlines() if needle in line]
 

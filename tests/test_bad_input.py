@@ -36,7 +36,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from socratext.cli_stream import make_producer, stop_worker, upload_files
+from socratext.cli_stream import make_producer, upload_files
 from socratext.errors import (
     EMPTY_FILE,
     FILE_TOO_LARGE,
@@ -269,12 +269,8 @@ def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                   "SOCRATEXT_KAFKA_SASL_USERNAME": "socratext-worker",
                   "SOCRATEXT_KAFKA_SASL_PASSWORD": KAFKA_PASSWORD,
                   "SOCRATEXT_KAFKA_SSL_KEY_PASSWORD": SSL_KEY_PASSWORD})
-    w.start()
-    try:
+    with w:
         yield w
-    finally:
-        if w.proc is not None:
-            stop_worker(w.proc)
 
 
 def _wait(it: Iterator[tuple[str, Any]], stack: Settings, done: Callable[[list], bool],

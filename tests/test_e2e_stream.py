@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import jsonschema
 import pytest
 
-from socratext.cli_stream import make_producer, stop_worker, upload_files
+from socratext.cli_stream import make_producer, upload_files
 from socratext.errors import MALFORMED_EVENT, NOT_AN_IMAGE, OBJECT_NOT_FOUND, UNKNOWN_SCHEMA_VERSION
 from socratext.settings import Settings
 from streams.events import dumps, now_iso, s3_receipt_id
@@ -30,13 +30,8 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def worker(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker(stack, tmp_path_factory.mktemp("worker") / "worker.log")
-    w.start()
-    try:
+    with Worker(stack, tmp_path_factory.mktemp("worker") / "worker.log") as w:
         yield w
-    finally:
-        if w.proc is not None:
-            stop_worker(w.proc)
 
 
 def test_uploads_come_out_extracted_and_for_review(stack: Settings, worker: Worker) -> None:

@@ -79,16 +79,10 @@ def test_replay_dedups_marks_and_counts_failures() -> None:
 
 @pytest.fixture
 def rules_worker(stack: Settings, tmp_path: Path) -> Iterator[object]:
-    from socratext.cli_stream import stop_worker
     from tests.streamkit import Worker
 
-    w = Worker(stack, tmp_path / "worker.log")
-    w.start()
-    try:
+    with Worker(stack, tmp_path / "worker.log") as w:
         yield w
-    finally:
-        if w.proc is not None:
-            stop_worker(w.proc)
 
 
 @pytest.mark.stack
