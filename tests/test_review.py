@@ -118,13 +118,13 @@ def test_page_image_travels_from_review_event_to_training_page(tmp_path: Path):
     from PIL import Image
 
     from socratext.document import WordLabel
-    from streams.events import page_image, review_event
+    from streams.events import review_event
 
     ev = _event("rid-img")
     scan = Image.new("RGB", (800, 400), "white")
     scan.paste((200, 30, 30), (0, 0, 400, 400))
     event = json.loads(json.dumps(review_event({**ev["receipt"]}, _page(), [
-        WordLabel(p["label"], p["probability"]) for p in ev["word_labels"]], page_image(scan))))
+        WordLabel(p["label"], p["probability"]) for p in ev["word_labels"]], scan)))
     rec = review_record(event)  # (the event's schema is checked with a real receipt in test_agents)
     lab = labelled_record(rec, [p["label"] for p in rec["predictions"]], reviewed_by="t", reviewed_at="now")
     assert write_records([lab, labelled_record(review_record(_event("rid-plain")), ["O"] * 14,
