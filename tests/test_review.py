@@ -118,13 +118,13 @@ def test_page_image_travels_from_review_event_to_training_page(tmp_path: Path):
     from PIL import Image
 
     from socratext.document import WordLabel
-    from streams.events import review_event
+    from streams.events import page_image, review_event
 
     ev = _event("rid-img")
     scan = Image.new("RGB", (800, 400), "white")
     scan.paste((200, 30, 30), (0, 0, 400, 400))
     event = json.loads(json.dumps(review_event({**ev["receipt"]}, _page(), [
-        WordLabel(p["label"], p["probability"]) for p in ev["word_labels"]], scan)))
+        WordLabel(p["label"], p["probability"]) for p in ev["word_labels"]], page_image(scan))))
     rec = review_record(event)  # (the event's schema is checked with a real receipt in test_agents)
     lab = labelled_record(rec, [p["label"] for p in rec["predictions"]], reviewed_by="t", reviewed_at="now")
     assert write_records([lab, labelled_record(review_record(_event("rid-plain")), ["O"] * 14,
@@ -353,6 +353,19 @@ def test_held_out_and_reviewed_sources_from_directories(tmp_path: Path):
     assert len(load_reviewed(str(tmp_path / "base"), log=lambda *_: None)) == 4
     with pytest.raises(ValueError):
         load_held_out("nowhere", log=lambda *_: None)
+
+
+def test_reviewed_receipts_train_in_content_order_whatever_their_ids(tmp_path: Path):
+    """A seeded retrain must not depend on the receipt ids upstream gave the same corrected receipts."""
+    from training.train import load_reviewed
+
+    pages = [LabeledPage(_page(), [lab] * 2 + ["O"] * 12, id=lab)
+             for lab in ("date", "total", "merchant_name")]
+    write_records([page_record(p, f"a{i}") for i, p in enumerate(pages)], tmp_path / "one")
+    write_records([page_record(p, f"z{9 - i}") for i, p in enumerate(pages)], tmp_path / "two")
+    one, two = (load_reviewed(str(tmp_path / d), log=lambda *_: None) for d in ("one", "two"))
+    assert [p.labels for p in one] == [p.labels for p in two]
+    assert sorted(p.labels[0] for p in one) == ["date", "merchant_name", "total"]
 
 
 def test_retrain_from_a_model_dir_with_reviewed_and_held_out_sets(tmp_path: Path, capsys):

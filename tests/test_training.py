@@ -12,7 +12,7 @@ from socratext.document import OcrPage, Word, WordLabel
 from socratext.extractors.base import Extractor
 from socratext.labels import BIO_LABELS, LABEL_SET_VERSION
 from socratext.model.extractor import CombinedExtractor, LayoutModelExtractor, save_model_dir
-from socratext.model.tokenizer import train_wordpiece
+from socratext.model.tokenizer import learn_vocab, train_wordpiece
 from training.datasets.common import LabeledPage
 from training.train import batches, encode_pages, fresh_config, word_f1
 
@@ -194,3 +194,37 @@ def test_train_cli_tiny_run(tmp_path):
     assert "augment (OCR-noise copies x1)" in card  # the noisy copies are counted in the card
     ext = LayoutModelExtractor.from_pretrained(out, device="cpu")
     assert ext.version.startswith("pytest-tiny")
+
+
+def test_wordpiece_vocabulary_merges_most_frequent_pairs_first():
+    vocab = learn_vocab({"pain": 5, "paint": 2, "lait": 3}, vocab_size=100, min_frequency=2, alphabet="")
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = ["a", "i", "l", "n", "p", "t", "##a", "##i", "##n", "##t"]
+    assert vocab[5:15] == chars
+    # ##a+##i (used 10 times) first; then ##ai+##n and p+##ai tie at 7: the smaller pair text goes first;
+    # ##ai+##t and l+##ai tie at 3; paint's ##t last (2 = min_frequency)
+    assert vocab[15:] == ["##ai", "##ain", "pain", "##ait", "lait", "paint"]
+    assert learn_vocab({"lait": 3, "paint": 2, "pain": 5}, 100, 2, "") == vocab, "input order does not matter"
+    assert learn_vocab({"pain": 5}, vocab_size=12, alphabet="") == vocab[:5] + ["a", "i", "n", "p", "##a",
+                                                                               "##i", "##n"], "size is a cap"
+
+
+def test_wordpiece_training_is_reproducible_across_processes():
+    """HF's trainer broke ties in per-process hash order: the same texts gave another vocabulary (and so
+    another model) in each process. Ours is the same in every process."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import json, random
+        from socratext.model.tokenizer import train_wordpiece
+        r = random.Random(0)
+        word = lambda: "".join(r.choice("abcdef012") for _ in range(r.randint(2, 7)))
+        texts = [" ".join(word() for _ in range(6)) for _ in range(400)]
+        print(json.dumps(train_wordpiece(texts, vocab_size=300).get_vocab(), sort_keys=True))
+    """)
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            for _ in range(2)}
+    assert len(runs) == 1
+    assert len(json.loads(runs.pop())) == 300
