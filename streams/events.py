@@ -38,16 +38,16 @@ MAX_EVENT_BYTES = 1024 * 1024
 """Kafka's default message limit; anything bigger on an input topic is not one of ours."""
 MAX_DEADLETTER_ORIGINAL = 256 * 1024
 """The dead-letter event keeps at most this much of the original value (it must itself fit in Kafka)."""
-# What one OCR page may hold. Far above any receipt (a dense A4 invoice has ~1 000 words, ~30 a line),
-# and far below what makes field assembly slow: a 1 MB event with 15 000 amounts on one line, or one
-# 100 KB "word", kept an extraction worker busy for minutes (line parsing is not linear in the worst
-# case). Stage 2 refuses such a page as malformed_event instead of stalling its batch.
 PAGE_IMAGE_SIDE = 224
 """The page image an OCR event carries is what LayoutLMv2/v3 look at: 224×224 RGB (their boxes are
 normalised to 0–1000, so the aspect ratio need not survive). A JPEG of it is 5–15 KB: sending it beats
 fetching and decoding the full scan again in the extract stage."""
 MAX_PAGE_IMAGE_B64 = 200_000
 MAX_PAGE_IMAGE_SIDE = 1024
+# What one OCR page may hold. Far above any receipt (a dense A4 invoice has ~1 000 words, ~30 a line),
+# and far below what makes field assembly slow: a 1 MB event with 15 000 amounts on one line, or one
+# 100 KB "word", kept an extraction worker busy for minutes (line parsing is not linear in the worst
+# case). Stage 2 refuses such a page as malformed_event instead of stalling its batch.
 MAX_PAGE_WORDS = 10_000
 MAX_LINE_WORDS = 500
 MAX_WORD_CHARS = 200
@@ -87,6 +87,7 @@ class OcrEvent:
     page_count: int = 1
     timings_ms: dict[str, float] = field(default_factory=dict)
     image: Any = None  # PIL image of the page (`page_image`), for models that look at pixels
+    page_image: dict[str, Any] | None = None  # the event's own `page_image`, passed on as it came
 
 
 @dataclass(frozen=True)
@@ -292,8 +293,10 @@ def parse_ocr(raw: bytes) -> OcrEvent:
         raise SocratextError(MALFORMED_EVENT, f"invalid OCR page: {type(exc).__name__}: {str(exc)[:120]}") \
             from None
     _check_page_size(page)
-    image = parse_page_image(doc["page_image"]) if doc.get("page_image") is not None else None
-    return OcrEvent(receipt_id, dict(source), uploaded_at, page, page_number, page_count, timings, image)
+    raw_image = doc.get("page_image")
+    image = parse_page_image(raw_image) if raw_image is not None else None
+    return OcrEvent(receipt_id, dict(source), uploaded_at, page, page_number, page_count, timings, image,
+                    raw_image)
 
 
 def page_image(img: Any) -> dict[str, Any]:
@@ -385,12 +388,12 @@ def extracted_event(receipt: dict[str, Any], uploaded_at: str, extracted_at: str
             "extracted_at": extracted_at or now_iso()}
 
 
-def review_event(extracted: dict[str, Any], page: OcrPage, labels: list[Any], image: Any = None,
-                 ) -> dict[str, Any]:
+def review_event(extracted: dict[str, Any], page: OcrPage, labels: list[Any],
+                 page_image_doc: dict[str, Any] | None = None) -> dict[str, Any]:
     """A receipt for human review: what we extracted, and the words + labels to correct (retraining feed).
-    `image` (the OCR event's page image) travels on as `page_image`, so that a model retrained on the
-    reviewed receipt sees the pixels it will see in service."""
-    extra = {"page_image": page_image(image)} if image is not None else {}
+    The OCR event's `page_image` travels on unchanged (no second JPEG encoding), so that a model retrained
+    on the reviewed receipt sees the pixels it will see in service."""
+    extra = {"page_image": page_image_doc} if page_image_doc is not None else {}
     return {
         "schema_version": SCHEMA_VERSION,
         "receipt_id": extracted["receipt_id"],

@@ -136,3 +136,22 @@ def test_tesserocr_blank_page_and_stage_wiring() -> None:
     assert isinstance(stage.ocr, tb.TesserocrOcr)
     [res] = stage([Image.new("RGB", (400, 600), "white")])
     assert res.page.words == [] and res.page.width > 0
+
+
+@needs_tesserocr
+def test_training_ocr_cache_takes_either_backend(tmp_path) -> None:
+    """`ocr_cached` keys its cache on the engine's `config` (every option that changes the reading), which
+    both backends have: training with SOCRATEXT_OCR_BACKEND=tesserocr used to fail on the first page."""
+    from training.datasets.common import ocr_cached
+
+    img = text_image(["TOTAL 12,50 EUR"])
+    fast, slow = tb.TesserocrOcr(languages="eng"), TesseractOcr(languages="eng")
+    assert fast.config == slow.config == "--psm 6 --oem 1 -c tessedit_do_invert=0"
+    page, info = ocr_cached(img, fast, cache_dir=tmp_path)
+    assert "TOTAL" in [w.text for w in page.words] and info["width"] == img.width
+    other = TesseractOcr(languages="eng", extra_config="-c tessedit_do_invert=1")
+    ocr_cached(img, other, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 2, "another reading option, another cache entry"
+    again, _ = ocr_cached(img, slow, cache_dir=tmp_path)  # the same options: read from the cache
+    assert [w.text for w in again.words] == [w.text for w in page.words]
+    assert len(list(tmp_path.glob("*.json"))) == 2

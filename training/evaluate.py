@@ -155,8 +155,7 @@ class CachedOcrStage:
     def _key(self, img: Image.Image) -> str:
         s, engine = self.stage.settings, self.stage.ocr
         return image_key(img, f"stage|{s.ocr_languages}|{s.ocr_max_side}|{s.ocr_deskew}|{s.ocr_second_pass}|"
-                              f"{type(engine).__name__}|{getattr(engine, 'config', '')}|"
-                              f"{getattr(engine, 'extra_config', '')}")
+                              f"{type(engine).__name__}|{engine.config}")
 
     def __call__(self, images: list[Image.Image]) -> list[object]:
         from socratext.document import OcrPage

@@ -210,13 +210,12 @@ class LayoutModelExtractor:
         receives OCR words only) share one blank sheet made once and expanded without a copy: measured on
         an H200 (bench/bench_gpu.py), making, stacking and copying 600 KB of blank pixels per page cost
         the LayoutLMv2-base stage more host time than the model's whole forward pass."""
+        if self._blank is None:
+            self._blank = self._image_fn(None).to(self.device)  # type: ignore[operator]
         if all(img is None for img in images):
-            if self._blank is None:
-                self._blank = self._image_fn(None).to(self.device)  # type: ignore[operator]
             return self._blank.expand(len(images), *self._blank.shape)
-        blank = self._image_fn(None)  # type: ignore[operator]
-        stacked = torch.stack([blank if img is None else img for img in images])
-        return stacked.to(self.device, non_blocking=True)
+        return torch.stack([self._blank if img is None else img.to(self.device, non_blocking=True)
+                            for img in images])
 
 
 RULES_FIRST = FIELDS

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
 
 import pytesseract
 from PIL import Image
@@ -48,6 +47,8 @@ class TesseractEngine:
         self.preprocess = preprocess
         self.timeout_s = timeout_s
         self.extra_config = self.settings.ocr_tesseract_config if extra_config is None else extra_config
+        self.config = f"--psm {self.psm} --oem {self.oem} {self.extra_config}".strip()
+        """Every option that changes what is read, as a tesseract command line (also the OCR caches' key)."""
         # One OpenMP thread per engine: parallelism belongs across receipts (Tesseract's own threads fight
         # each other). Inherited by pytesseract's subprocess, read by libtesseract when its OpenMP runtime
         # starts; setdefault keeps an operator's explicit choice.
@@ -71,10 +72,6 @@ class TesseractEngine:
 
 class TesseractOcr(TesseractEngine):
     """Callable OCR engine: `ocr(images) -> list[OcrPage]`, one page per image, in order."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.config = f"--psm {self.psm} --oem {self.oem} {self.extra_config}".strip()
 
     @functools.cached_property
     def version(self) -> str:

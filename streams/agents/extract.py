@@ -267,7 +267,7 @@ def process_extract_batch(raws: list[bytes], deps: ExtractDeps,
             continue
         out.append(OutEvent(EXTRACTED, ev.receipt_id, value))
         if rec.needs_review:
-            out.append(OutEvent(REVIEW, ev.receipt_id, review_event(value, ev.page, labs, ev.image)))
+            out.append(OutEvent(REVIEW, ev.receipt_id, review_event(value, ev.page, labs, ev.page_image)))
         if m is not None:
             m.count(STAGE, "out")
             m.observe_stage("model", model_s)
