@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from socratext.extractors.base import Extractor
 from socratext.labels import BIO_LABELS, LABEL_SET_VERSION
 from socratext.model.extractor import CombinedExtractor, LayoutModelExtractor, save_model_dir
 from socratext.model.tokenizer import learn_vocab, train_wordpiece
+from socratext.settings import REPO_ROOT
 from training.datasets.common import LabeledPage
 from training.train import batches, encode_pages, fresh_config, word_f1
 
@@ -228,3 +230,35 @@ def test_wordpiece_training_is_reproducible_across_processes():
             for _ in range(2)}
     assert len(runs) == 1
     assert len(json.loads(runs.pop())) == 300
+
+
+def test_same_data_and_seed_train_the_same_weights_in_any_process(tmp_path):
+    """`--seed` makes a CPU run reproducible: two processes (different hash seeds) train the same vocabulary
+    and the same weights from the same data, OCR-noise copies included."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from training.datasets.labelstudio import SAMPLE
+
+    if not SAMPLE.exists():
+        pytest.skip("no Label Studio sample")
+
+    def train(tag: str, hash_seed: str) -> Path:
+        out = tmp_path / tag
+        cmd = [sys.executable, "-m", "training.train", "--model", "layoutlmv3-tiny", "--data", "labelstudio",
+               "--epochs", "1", "--max-steps", "4", "--augment", "1", "--vocab-size", "300", "--threads", "1",
+               "--seed", "7", "--out", str(out), "--run-name", f"repro-{tag}",
+               "--log-dir", str(tmp_path / "runs")]
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "TQDM_DISABLE": "1"}
+        subprocess.run(cmd, env=env, cwd=REPO_ROOT, check=True, capture_output=True, timeout=600)
+        return out
+
+    one, two = train("one", "1"), train("two", "2")
+    assert json.loads((one / "tokenizer.json").read_text())["model"]["vocab"] == \
+        json.loads((two / "tokenizer.json").read_text())["model"]["vocab"]
+    [w1] = one.glob("*.safetensors")
+    a, b = load_file(w1), load_file(two / w1.name)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -16,9 +16,11 @@ Label Studio last 20 %, synthetic seeds ≥ 900000) are never read. Validation =
 training source; early stopping on the word-level macro F1 over labels seen in validation.
 
 Optimiser AdamW with linear warmup then linear decay; seeded (python, numpy, torch) for reproducible
-runs; TensorBoard logs in `runs/<run-name>/`; the best checkpoint (save_pretrained + tokenizer +
-labels.json + model_card.md) in `--out`; `--s3` also uploads the TensorBoard logs to `runs/<run-name>/`
-and the checkpoint to `training/<run-name>/model/` in the object store.
+runs — on the CPU with `--threads 1`, the same data and seed give the same weights, because the WordPiece
+vocabulary (`learn_vocab`) and the order of reviewed receipts (`content_key`) do not depend on hash order
+or receipt ids either; TensorBoard logs in `runs/<run-name>/`; the best checkpoint (save_pretrained +
+tokenizer + labels.json + model_card.md) in `--out`; `--s3` also uploads the TensorBoard logs to
+`runs/<run-name>/` and the checkpoint to `training/<run-name>/model/` in the object store.
 
 Retraining (the learning loop, see training/review/):
 
