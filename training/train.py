@@ -58,6 +58,7 @@ import torch
 from socratext.labels import BIO_LABELS, LABEL_SET_VERSION, OTHER, WORD_LABELS
 from socratext.model.encoding import Window, bio_tags, collate, encode_page, image_input, layout_boxes
 from socratext.model.extractor import LayoutModelExtractor, model_class, save_model_dir, uses_images
+from socratext.model.hints import enable_rule_hints, rule_hints, uses_rule_hints
 from socratext.model.tokenizer import load_tokenizer, train_wordpiece
 from socratext.settings import REPO_ROOT
 from training.datasets.common import LabeledPage, split_train_val
@@ -196,13 +197,16 @@ def held_out_f1(model_dir: str | Path, pages: Sequence[LabeledPage], device: Any
 
 
 def encode_pages(pages: Sequence[LabeledPage], tokenizer: Any, label2id: dict[str, int], max_length: int,
-                 stride: int, box_mode: str = "word") -> list[Window]:
+                 stride: int, box_mode: str = "word", hints: bool = False) -> list[Window]:
+    """Training windows of `pages`; with `hints`, each word also carries the rules' label of it
+    (computed on the page as the model will see it, OCR noise included — `socratext.model.hints`)."""
     windows = []
     for i, p in enumerate(pages):
         tags = bio_tags(p.labels, [w.line_id for w in p.page.words])
         boxes = layout_boxes(p.page, box_mode)
         windows += encode_page([w.text for w in p.page.words], boxes, tokenizer, tags=tags,
-                               label2id=label2id, page=i, max_length=max_length, stride=stride)
+                               label2id=label2id, page=i, max_length=max_length, stride=stride,
+                               hints=rule_hints(p.page) if hints else None)
     return windows
 
 
@@ -262,7 +266,8 @@ def evaluate_pages(model: Any, tokenizer: Any, pages: Sequence[LabeledPage], max
 
 # --- model -------------------------------------------------------------------------------------------
 
-def fresh_config(arch: str, vocab_size: int, pad_id: int, max_length: int, visual: bool) -> Any:
+def fresh_config(arch: str, vocab_size: int, pad_id: int, max_length: int, visual: bool,
+                 hints: bool = False) -> Any:
     from socratext.model import layoutlmv2, layoutlmv3
 
     family, size = arch.split("-")
@@ -279,16 +284,17 @@ def fresh_config(arch: str, vocab_size: int, pad_id: int, max_length: int, visua
         cfg = fn(vocab_size, n, max_tokens=max_length, pad_token_id=pad_id)
     cfg.id2label = dict(enumerate(BIO_LABELS))
     cfg.label2id = {t: i for i, t in enumerate(BIO_LABELS)}
-    return cfg
+    return enable_rule_hints(cfg) if hints else cfg
 
 
 def build_model(spec: str, train_pages: Sequence[LabeledPage], *, vocab_size: int, max_length: int,
-                visual: bool) -> tuple[Any, Any]:
-    """(model, tokenizer): fresh from an architecture name, or loaded from a directory / hub id."""
+                visual: bool, hints: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer): fresh from an architecture name, or loaded from a directory / hub id.
+    `hints` makes a fresh model take rule hints; a loaded model keeps what its config says."""
     if spec in ARCHS:
         texts = (" ".join(p.page.words[i].text for i in line) for p in train_pages for line in p.page.lines())
         tokenizer = train_wordpiece(texts, vocab_size=vocab_size)
-        cfg = fresh_config(spec, len(tokenizer), tokenizer.pad_token_id, max_length, visual)
+        cfg = fresh_config(spec, len(tokenizer), tokenizer.pad_token_id, max_length, visual, hints)
         if cfg.model_type == "layoutlmv3":
             cfg.architectures = ["LayoutLMv3LinearForTokenClassification"]
         return model_class(cfg.model_type, cfg.architectures)(cfg), tokenizer
@@ -371,6 +377,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--box-mode", choices=["word", "line"], default="word",
                     help="word boxes, or word x + line y (see socratext.model.encoding.layout_boxes)")
     ap.add_argument("--visual", action="store_true", help="LayoutLMv3: use the image patch embedding")
+    ap.add_argument("--rule-hints", action="store_true",
+                    help="fresh model: the rules' word labels are an input (socratext/model/hints.py)")
     ap.add_argument("--warmup", type=float, default=0.1, help="warmup share of the steps")
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--val-fraction", type=float, default=0.1)
@@ -529,11 +537,12 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
         print("no training data", file=sys.stderr)
         return 2
     model, tokenizer = build_model(args.model, train_pages, vocab_size=args.vocab_size,
-                                   max_length=args.max_length, visual=args.visual)
+                                   max_length=args.max_length, visual=args.visual, hints=args.rule_hints)
     model.to(device)
     model.config.box_mode = args.box_mode
     label2id = {t: i for i, t in enumerate(BIO_LABELS)}
-    windows = encode_pages(train_pages, tokenizer, label2id, args.max_length, args.stride, args.box_mode)
+    windows = encode_pages(train_pages, tokenizer, label2id, args.max_length, args.stride, args.box_mode,
+                           hints=uses_rule_hints(model.config))
     image_key, image_fn = image_input(model.config.model_type, uses_images(model.config))
     pixels = [image_fn(p.image) for p in train_pages] if image_key else None  # type: ignore[misc]
     pad_id = tokenizer.pad_token_id or 0
@@ -629,8 +638,9 @@ def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats
         "version": args.version or run_name,
         "summary": ("Word-level token classifier for receipt fields (labels: socratext.labels, "
                     f"label-set version {LABEL_SET_VERSION}); input = Tesseract words + 0–1000 boxes"
-                    + (" + image." if args.visual else ", no image (text + layout)."))
-                   ,
+                    + (" + image" if args.visual else ", no image (text + layout)")
+                    + (" + the rules extractor's label of every word (rule hints, socratext/model/hints.py)."
+                       if getattr(args, "rule_hints", False) else ".")),
         "command": command,
         "seed": args.seed,
         "training_data": {k: f"{v['train']} train / {v['val']} val pages" for k, v in data_stats.items()},
@@ -649,7 +659,7 @@ def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats
                             "vocab_size": args.vocab_size, "warmup": args.warmup,
                             "weight_decay": args.weight_decay, "synth_repeat": args.synth_repeat,
                             "sroie_repeat": args.sroie_repeat, "augment": args.augment,
-                            "box_mode": args.box_mode},
+                            "box_mode": args.box_mode, "rule_hints": getattr(args, "rule_hints", False)},
         "parameters": f"{n_params / 1e6:.2f} M",
         "validation_macro_f1": round(metrics["macro_f1"], 4),
         "validation_per_label": per,

@@ -99,6 +99,7 @@ class Window:
     bbox: list[tuple[int, int, int, int]]
     labels: list[int] | None
     page: int
+    token_type_ids: list[int] | None = None  # rule hints (socratext.model.hints), one per token
     word_pos: dict[int, int] = field(default_factory=dict)  # word index → token position (first subword)
     span: tuple[int, int] = (0, 0)  # [start, end) in the page's token sequence (without specials)
 
@@ -134,8 +135,13 @@ def window_starts(word_starts: Sequence[int], n_tokens: int, body: int, stride: 
 
 def encode_page(words: Sequence[str], boxes: Sequence[Sequence[int]], tokenizer: PreTrainedTokenizerBase, *,
                 tags: Sequence[str] | None = None, label2id: dict[str, int] | None = None, page: int = 0,
-                max_length: int = 512, stride: int = 128) -> list[Window]:
-    """Encode one page's words (and, for training, their BIO tags) into one or more windows."""
+                max_length: int = 512, stride: int = 128, hints: Sequence[int] | None = None) -> list[Window]:
+    """Encode one page's words (and, for training, their BIO tags) into one or more windows.
+
+    `hints` (one token type per word, `socratext.model.hints`) go on every subword of their word; the
+    special tokens get 0."""
+    if hints is not None and len(hints) != len(words):
+        raise ValueError(f"{len(hints)} hints for {len(words)} words")
     if max_length < 8:
         raise ValueError("max_length must leave room for [CLS], [SEP] and some words")
     body = max_length - 2
@@ -167,11 +173,13 @@ def encode_page(words: Sequence[str], boxes: Sequence[Sequence[int]], tokenizer:
             body_labels = [word_labels[tok_word[i]] if first[i] else IGNORE for i in range(s, e)]
             labels = [IGNORE, *body_labels, IGNORE]
         pos = {tok_word[i]: i - s + 1 for i in range(s, e) if first[i]}
+        types = [0, *(int(hints[tok_word[i]]) for i in range(s, e)), 0] if hints is not None else None
         windows.append(Window(input_ids=w_ids, bbox=w_box, labels=labels, page=page, word_pos=pos,
-                              span=(s, e)))
+                              span=(s, e), token_type_ids=types))
     if not windows:  # a page without words still gives one (empty) window, so batching stays uniform
         windows.append(Window(input_ids=[cls_id, sep_id], bbox=[CLS_BOX, SEP_BOX],
-                              labels=[IGNORE, IGNORE] if tags is not None else None, page=page))
+                              labels=[IGNORE, IGNORE] if tags is not None else None, page=page,
+                              token_type_ids=[0, 0] if hints is not None else None))
     return windows
 
 
@@ -207,6 +215,10 @@ def collate(windows: Sequence[Window], pad_id: int, pixel: torch.Tensor | None =
     mask = torch.zeros((b, n), dtype=torch.long)
     has_labels = all(w.labels is not None for w in windows)
     labels = torch.full((b, n), IGNORE, dtype=torch.long) if has_labels else None
+    has_types = [w.token_type_ids is not None for w in windows]
+    if any(has_types) and not all(has_types):
+        raise ValueError("some windows have rule hints and some do not")
+    types = torch.zeros((b, n), dtype=torch.long) if all(has_types) else None
     for i, w in enumerate(windows):
         k = len(w)
         input_ids[i, :k] = torch.tensor(w.input_ids, dtype=torch.long)
@@ -214,9 +226,13 @@ def collate(windows: Sequence[Window], pad_id: int, pixel: torch.Tensor | None =
         mask[i, :k] = 1
         if labels is not None:
             labels[i, :k] = torch.tensor(w.labels, dtype=torch.long)
+        if types is not None:
+            types[i, :k] = torch.tensor(w.token_type_ids, dtype=torch.long)
     batch = {"input_ids": input_ids, "bbox": bbox, "attention_mask": mask}
     if labels is not None:
         batch["labels"] = labels
+    if types is not None:
+        batch["token_type_ids"] = types
     if pixel is not None:
         batch[image_key] = pixel
     return batch

@@ -27,6 +27,7 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 from socratext.document import OcrPage, WordLabel
 from socratext.labels import FIELDS, LABEL_SET_VERSION, OTHER, strip_bio
 from socratext.model.encoding import Window, collate, encode_page, image_input, layout_boxes, merge_windows
+from socratext.model.hints import rule_hints, uses_rule_hints
 from socratext.model.postprocess import row_consistent
 from socratext.model.tokenizer import load_tokenizer
 
@@ -113,6 +114,7 @@ class LayoutModelExtractor:
         self._fold = fold.to(self.device)  # softmax and fold run where the logits are: less to copy back
         self._blank: torch.Tensor | None = None  # the image of a page without one, made once
         self.box_mode = str(getattr(model.config, "box_mode", "word"))
+        self.rule_hints = uses_rule_hints(model.config)  # the rules' labels are an input (model.hints)
         self.image_key, self._image_fn = image_input(model.config.model_type, uses_images(model.config))
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else getattr(model.config, "pad_token_id", 0) or 0)
@@ -170,8 +172,8 @@ class LayoutModelExtractor:
         windows: list[Window] = []
         for i, page in enumerate(pages):
             windows.extend(encode_page([w.text for w in page.words], layout_boxes(page, self.box_mode),
-                                       self.tokenizer,
-                                       page=i, max_length=self.max_length, stride=self.stride))
+                                       self.tokenizer, page=i, max_length=self.max_length, stride=self.stride,
+                                       hints=rule_hints(page) if self.rule_hints else None))
         pixels: dict[int, torch.Tensor] = {}
         if self.image_key is not None:
             for i in range(len(pages)):
