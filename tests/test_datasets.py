@@ -9,7 +9,15 @@ import pytest
 
 from socratext.document import Word
 from training.datasets.common import LabeledPage, group_lines, map_box, split_line_box, transfer_labels
-from training.datasets.sroie import SROIE_DIR, _Line, held_out_stems, label_lines, match_rates, train_stems
+from training.datasets.sroie import (
+    SROIE_DIR,
+    _Line,
+    held_out_stems,
+    label_lines,
+    match_rates,
+    row_texts,
+    train_stems,
+)
 
 HAS_SROIE = (SROIE_DIR / "key").is_dir()
 
@@ -39,6 +47,22 @@ def test_label_lines_finds_all_four_keys():
     assert labels[3] == ["O", "date", "O"]
     assert labels[4] == ["O", "O"], "a SUBTOTAL line is not the total"
     assert labels[5] == ["O", "O", "total"]
+
+
+def test_total_keyword_in_another_segment_of_the_same_row():
+    """SROIE often stores "Total :" and its amount as two segments of one printed row; the amount of that
+    row is the total, not the first line that happens to show the same amount (an item above it)."""
+    def seg(text: str, x: int, y: int) -> _Line:
+        return _Line(text, split_line_box(text, (x, y, x + 10 * len(text), y + 10)))
+
+    lines = [seg("1 PC ROTI 9.00", 0, 0), seg("SUB TOTAL :", 0, 20), seg("9.00", 300, 21),
+             seg("Total (RM) :", 0, 40), seg("9.00", 300, 41), seg("CASH", 0, 60), seg("10.00", 300, 60)]
+    labels, found = label_lines(lines, {"total": "9.00"})
+    assert found["total"]
+    assert labels[0] == ["O"] * 4, "an item line with the same amount is not the total"
+    assert labels[2] == ["O"], "the SUB TOTAL row is not the total"
+    assert labels[4] == ["total"]
+    assert row_texts(lines)[4] == "Total (RM) : 9.00"
 
 
 def test_transfer_labels_by_overlap_and_text():

@@ -4,8 +4,9 @@ SROIE gives line-level OCR (`box/NNN.csv`) and four key values per receipt (`key
 word labels; they are derived here:
 
 - `date`: the words of the line text that contain the key's date string (exact, after squashing spaces);
-- `total`: words whose amount equals the key's total, preferring lines that say TOTAL (not SUBTOTAL),
-  then lines with other payable-amount keywords, else the first occurrence;
+- `total`: words whose amount equals the key's total, preferring rows that say TOTAL (not SUBTOTAL),
+  then rows with other payable-amount keywords, else the first occurrence (a row: the SROIE segments
+  printed side by side, `row_texts`);
 - `merchant_name` / `merchant_address`: fuzzy — the line (or two consecutive lines) most similar to the
   company name, and the longest run of lines whose tokens are (mostly) tokens of the address.
 
@@ -118,6 +119,34 @@ def _label_substring(line: _Line, value: str) -> list[int]:
     return out
 
 
+def _line_box(line: _Line) -> tuple[int, int, int, int]:
+    boxes = [b for _, b in line.words]
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+            max(b[3] for b in boxes))
+
+
+def row_texts(lines: list[_Line], min_overlap: float = 0.5) -> list[str]:
+    """For each SROIE line, the text of its whole printed row: every line whose vertical extent overlaps
+    it by at least `min_overlap` of the lower one's height, left to right.
+
+    Why: SROIE's "lines" are text segments, and a receipt row is often two of them — "TOTAL :" and, far to
+    the right, "9.00". Judging the amount by its own segment alone, the total's keyword is never seen and
+    the first occurrence of the amount wins, which is usually an item line above the total (measured on
+    the training split: the rules and the derived labels then disagreed on where the total is on more
+    than half of the receipts)."""
+    boxes = [_line_box(ln) if ln.words else (0, 0, 0, 0) for ln in lines]
+    out = []
+    for k, bk in enumerate(boxes):
+        same = []
+        for j, bj in enumerate(boxes):
+            inter = min(bk[3], bj[3]) - max(bk[1], bj[1])
+            lower = max(1, min(bk[3] - bk[1], bj[3] - bj[1]))
+            if j == k or inter >= min_overlap * lower:
+                same.append((bj[0], j))
+        out.append(" ".join(lines[j].text for _, j in sorted(same)))
+    return out
+
+
 def label_lines(lines: list[_Line], key: dict[str, Any]) -> tuple[list[list[str]], dict[str, bool]]:
     """Word labels for every line, and which key fields were found."""
     labels = [[OTHER] * len(ln.words) for ln in lines]
@@ -179,12 +208,13 @@ def label_lines(lines: list[_Line], key: dict[str, Any]) -> tuple[list[list[str]
                     labels[k][i] = "date"
             found["date"] = found["date"] or bool(idx)
 
-    # total: amount equality, preferring TOTAL lines
+    # total: amount equality, preferring rows that say TOTAL
     total = _amount(str(key.get("total", "")))
     if total is not None:
         cands: list[tuple[int, int, int]] = []  # (priority, line, word)
+        rows = row_texts(lines)
         for k, ln in enumerate(lines):
-            up = ln.text.upper()
+            up = rows[k].upper()
             if "TOTAL" in up and "SUB" not in up:
                 prio = 0
             elif any(kw in up for kw in ("AMOUNT", "NETT", "DUE", "PAYABLE", "ROUND")):
