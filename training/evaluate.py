@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,19 +23,16 @@ from pathlib import Path
 
 from PIL import Image
 
-from socratext.fields.normalize import parse_amount, parse_date
 from socratext.settings import REPO_ROOT
 from training.datasets.common import CACHE_DIR, image_key
+from training.datasets.reconcile import same_value
+from training.datasets.sroie import contract_gold
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 SROIE_DIR = SHARED_DATA / "sroie"
 HELD_OUT_SYNTH_SEED = 900000
 EVAL_OCR_CACHE = CACHE_DIR / "eval-ocr"
 SROIE_FIELDS = {"company": "merchant_name", "address": "merchant_address", "date": "date", "total": "total"}
-
-
-def _squash(text: str) -> str:
-    return re.sub(r"\s+", "", text)
 
 
 def sroie_held_out(root: Path = SROIE_DIR) -> list[str]:
@@ -47,16 +43,7 @@ def sroie_held_out(root: Path = SROIE_DIR) -> list[str]:
 
 def sroie_gold(stem: str, root: Path = SROIE_DIR) -> dict[str, str]:
     """SROIE key fields in the output contract's form (date ISO, total decimal, texts as written)."""
-    key = json.loads((root / "key" / f"{stem}.json").read_text())
-    gold = {}
-    for src, dst in SROIE_FIELDS.items():
-        raw = str(key.get(src, "")).strip()
-        if not raw:
-            continue
-        value = {"date": parse_date, "total": parse_amount}.get(src, lambda s: s)(raw)
-        if value:
-            gold[dst] = value
-    return gold
+    return contract_gold(json.loads((root / "key" / f"{stem}.json").read_text()))
 
 
 @dataclass
@@ -84,9 +71,7 @@ def iter_synthetic(n: int, start: int = HELD_OUT_SYNTH_SEED) -> Iterator[Sample]
 
 def same(field_name: str, pred: str, gold: str) -> bool:
     """Exact match after whitespace normalisation (texts also compared case-insensitively)."""
-    if field_name in ("merchant_name", "merchant_address"):
-        return _squash(pred).upper() == _squash(gold).upper()
-    return _squash(pred) == _squash(gold)
+    return same_value(field_name, pred, gold)
 
 
 @dataclass

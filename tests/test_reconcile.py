@@ -1,0 +1,39 @@
+"""Matched SROIE labels reconciled with the rules where the rules read the key value (datasets.reconcile)."""
+
+from __future__ import annotations
+
+from socratext.document import OcrPage, Word
+from training.datasets.reconcile import reconcile_with_rules, same_value
+
+
+def _page() -> OcrPage:
+    rows = [["KEDAI", "MAJU", "SDN", "BHD"], ["25/12/2018", "10:00"], ["1", "ROTI", "9.00"],
+            ["TOTAL", "RM", "9.00"], ["CASH", "10.00"]]
+    words = [Word(w, (40 + 130 * k, 40 + 50 * li, 160 + 130 * k, 80 + 50 * li), line_id=li)
+             for li, ws in enumerate(rows) for k, w in enumerate(ws)]
+    return OcrPage(words, 800, 400)
+
+
+def test_rules_labels_replace_matched_ones_only_where_the_rules_read_the_key():
+    page = _page()
+    texts = [w.text for w in page.words]
+    item_amount = texts.index("ROTI") + 1
+    total_amount = texts.index("RM") + 1
+    matched = ["O"] * len(texts)
+    matched[item_amount] = "total"  # the matching put the total on the item line's equal amount
+    matched[texts.index("25/12/2018")] = "date"
+
+    labels, taken = reconcile_with_rules(page, matched, {"total": "9.00", "date": "2018-12-25"})
+    assert set(taken) == {"total", "date"}
+    assert labels[total_amount] == "total" and labels[item_amount] == "O"
+    assert labels[texts.index("25/12/2018")] == "date"
+
+    # the key says another total: the rules are wrong there, the matched labels stay
+    labels, taken = reconcile_with_rules(page, matched, {"total": "19.00"})
+    assert taken == [] and labels == matched
+
+
+def test_same_value_is_case_insensitive_for_texts_only():
+    assert same_value("merchant_name", "Kedai  Maju", "KEDAI MAJU")
+    assert not same_value("total", "9.00", "9.0")
+    assert same_value("total", "9. 00", "9.00")
