@@ -37,3 +37,19 @@ def test_same_value_is_case_insensitive_for_texts_only():
     assert same_value("merchant_name", "Kedai  Maju", "KEDAI MAJU")
     assert not same_value("total", "9.00", "9.0")
     assert same_value("total", "9. 00", "9.00")
+
+
+def test_training_reconciles_pages_with_field_values_and_leaves_the_others():
+    from training.datasets.common import LabeledPage
+    from training.train import reconcile_pages
+
+    page = _page()
+    texts = [w.text for w in page.words]
+    matched = ["O"] * len(texts)
+    matched[texts.index("ROTI") + 1] = "total"
+    with_values = LabeledPage(page, matched, fields={"total": "9.00"}, id="a")
+    without = LabeledPage(page, matched, id="b")
+    (a, b), taken = reconcile_pages([with_values, without])
+    assert taken == {"total": 1}
+    assert a.labels[texts.index("RM") + 1] == "total" and a.id == "a"
+    assert b.labels == matched

@@ -77,7 +77,7 @@ SOURCES = ("synthetic", "sroie", "labelstudio")
 
 def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synth_ocr: bool = True,
               synth_repeat: int = 1, synth_cached_only: bool = False, sroie_repeat: int = 1,
-              sroie_ocr: bool = False, sroie_reconcile: bool = False, with_images: bool = False,
+              sroie_ocr: bool = False, reconcile: bool = False, with_images: bool = False,
               log: Any = print,
               ) -> tuple[list[LabeledPage], list[LabeledPage], dict[str, Any]]:
     """Training and validation pages from the named sources (held-out splits excluded)."""
@@ -99,12 +99,7 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
             if not SROIE_DIR.exists():
                 log(f"skipping sroie: no data at {SROIE_DIR}")
                 continue
-            loaded = [load_sroie(s, ocr=sroie_ocr, with_image=with_images, reconcile=sroie_reconcile)
-                      for s in train_stems()]
-            pages = [p for p, _ in loaded]
-            if sroie_reconcile:
-                taken = Counter(k[6:] for _, found in loaded for k in found if k.startswith("rules:"))
-                log(f"sroie: word labels taken from the rules (their value is the key's): {dict(taken)}")
+            pages = [load_sroie(s, ocr=sroie_ocr, with_image=with_images)[0] for s in train_stems()]
         elif src == "labelstudio":
             from training.datasets.labelstudio import SAMPLE, load_export, split
 
@@ -118,6 +113,9 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
             pages = load_labelled_pages(src, source=Path(src).name)
         else:
             raise ValueError(f"unknown data source {src!r}; one of {SOURCES} or a directory")
+        if reconcile and src in ("synthetic", "sroie"):
+            pages, taken = reconcile_pages(pages)
+            log(f"{src}: word labels taken from the rules where they read the true value: {dict(taken)}")
         tr, va = split_train_val(pages, val_fraction)
         if src == "synthetic":  # oversampling: the French target data is the scarcest
             tr = tr * max(1, synth_repeat)
@@ -129,6 +127,23 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
                       "labels": dict(Counter(lab for p in tr for lab in p.labels if lab != OTHER))}
         log(f"{src}: {len(tr)} train / {len(va)} val pages ({stats[src]['seconds']} s)")
     return train, val, stats
+
+
+def reconcile_pages(pages: Sequence[LabeledPage]) -> tuple[list[LabeledPage], Counter[str]]:
+    """`training.datasets.reconcile` on every page that has field values; how often each field was taken."""
+    import dataclasses
+
+    from training.datasets.reconcile import reconcile_with_rules
+
+    out, taken = [], Counter[str]()
+    for p in pages:
+        if not p.fields:
+            out.append(p)
+            continue
+        labels, fields = reconcile_with_rules(p.page, p.labels, p.fields)
+        taken.update(fields)
+        out.append(dataclasses.replace(p, labels=labels))
+    return out, taken
 
 
 def load_reviewed(spec: str, log: Any = print) -> list[LabeledPage]:
@@ -372,9 +387,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="add N OCR-noise copies of every training page (training/augment.py)")
     ap.add_argument("--synth-gt", action="store_true", help="synthetic: ground-truth words instead of OCR")
     ap.add_argument("--sroie-ocr", action="store_true", help="SROIE: transfer labels onto Tesseract words")
-    ap.add_argument("--sroie-reconcile", action="store_true",
-                    help="SROIE: where the rules read a field's key value, take their word labels for it "
-                         "(training/datasets/reconcile.py)")
+    ap.add_argument("--reconcile-labels", action="store_true",
+                    help="SROIE and synthetic: where the rules read a field's true value, take their word "
+                         "labels for it (training/datasets/reconcile.py)")
     ap.add_argument("--out", type=Path, default=None, help="checkpoint dir (default runs/<run-name>/model)")
     ap.add_argument("--run-name", default=None)
     ap.add_argument("--log-dir", type=Path, default=REPO_ROOT / "runs",
@@ -528,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
     train_pages, val_pages, data_stats = load_data(
         sources, args.n_synth, args.val_fraction, synth_ocr=not args.synth_gt, synth_repeat=args.synth_repeat,
         synth_cached_only=args.synth_cached_only, sroie_ocr=args.sroie_ocr, sroie_repeat=args.sroie_repeat,
-        sroie_reconcile=args.sroie_reconcile,
+        reconcile=args.reconcile_labels,
         with_images=args.visual or args.model.startswith("layoutlmv2"))
     if args.reviewed:
         tr, va = split_train_val(load_reviewed(args.reviewed), args.val_fraction)
@@ -658,9 +673,10 @@ def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats
             "synthetic: training.synth.generator seeds 0..n-1, read by Tesseract, labels transferred from "
             "ground-truth boxes" + (" (ground-truth words)" if args.synth_gt else ""),
             "sroie: training split only (sorted stems, first 80 %), labels from key values matched to lines"
-            + (", transferred onto Tesseract words" if args.sroie_ocr else " (SROIE's own OCR words)")
-            + ("; where the rules read a field's key value exactly, their word labels for that field"
-               if getattr(args, "sroie_reconcile", False) else ""),
+            + (", transferred onto Tesseract words" if args.sroie_ocr else " (SROIE's own OCR words)"),
+            *(["synthetic and sroie: where the rules extractor reads a field's true value exactly, its word "
+               "labels for that field replace the derived ones (training/datasets/reconcile.py)"]
+              if getattr(args, "reconcile_labels", False) else []),
             "labelstudio: first 80 % of tasks by id; code_tva mapped to O",
             "held out, never trained on: SROIE last 20 %, Label Studio last 20 %, synthetic seeds >= 900000",
         ] + ([f"reviewed: labelled receipts from {args.reviewed}, repeated {args.reviewed_repeat}x"]
@@ -672,7 +688,7 @@ def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats
                             "weight_decay": args.weight_decay, "synth_repeat": args.synth_repeat,
                             "sroie_repeat": args.sroie_repeat, "augment": args.augment,
                             "box_mode": args.box_mode, "rule_hints": getattr(args, "rule_hints", False),
-                            "sroie_reconcile": getattr(args, "sroie_reconcile", False)},
+                            "reconcile_labels": getattr(args, "reconcile_labels", False)},
         "parameters": f"{n_params / 1e6:.2f} M",
         "validation_macro_f1": round(metrics["macro_f1"], 4),
         "validation_per_label": per,

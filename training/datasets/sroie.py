@@ -250,16 +250,9 @@ def contract_gold(key: dict[str, Any]) -> dict[str, str]:
     return gold
 
 
-def gold_fields(key: dict[str, Any]) -> dict[str, str]:
-    return {KEY_TO_FIELD[k]: str(v).strip() for k, v in key.items() if k in KEY_TO_FIELD and str(v).strip()}
-
-
 def load_sroie(stem: str, root: Path = SROIE_DIR, *, ocr: bool = False, ocr_engine: Any | None = None,
-               with_image: bool = False, reconcile: bool = False) -> tuple[LabeledPage, dict[str, bool]]:
-    """One SROIE receipt as a `LabeledPage` (and which key fields were matched).
-
-    `reconcile`: where the rules extractor reads a field's exact key value, its word labels replace the
-    matched ones (`training.datasets.reconcile`); `found[f"rules:{field}"]` then says which did."""
+               with_image: bool = False) -> tuple[LabeledPage, dict[str, bool]]:
+    """One SROIE receipt as a `LabeledPage` (and which key fields were matched)."""
     key = json.loads((root / "key" / f"{stem}.json").read_text(encoding="utf-8"))
     lines = read_box_csv(root / "box" / f"{stem}.csv")
     labels, found = label_lines(lines, key)
@@ -276,13 +269,8 @@ def load_sroie(stem: str, root: Path = SROIE_DIR, *, ocr: bool = False, ocr_engi
         words = [Word(text=t, box=b, line_id=k) for k, ln in enumerate(lines) for t, b in ln.words]
         page = OcrPage(words=words, width=img.width, height=img.height)
         word_labels = gt_labels
-    if reconcile:
-        from training.datasets.reconcile import reconcile_with_rules
-
-        word_labels, taken = reconcile_with_rules(page, word_labels, contract_gold(key))
-        found.update({f"rules:{f}": True for f in taken})
     image = img if with_image else None
-    return LabeledPage(page=page, labels=word_labels, image=image, fields=gold_fields(key), source="sroie",
+    return LabeledPage(page=page, labels=word_labels, image=image, fields=contract_gold(key), source="sroie",
                        id=f"sroie/{stem}"), found
 
 
