@@ -53,3 +53,15 @@ def test_training_reconciles_pages_with_field_values_and_leaves_the_others():
     assert taken == {"total": 1}
     assert a.labels[texts.index("RM") + 1] == "total" and a.id == "a"
     assert b.labels == matched
+
+
+def test_names_count_as_found_up_to_ocr_misreads():
+    from training.datasets.reconcile import same_words
+
+    assert same_words("merchant_name", "KEDAI MAJU SDN BHO", "KEDAI MAJU SDN BHD")
+    assert not same_words("merchant_name", "KG.BATU", "SIN THYE & COMPANY")
+    assert not same_words("total", "9.08", "9.00"), "amounts and dates only exactly"
+    page = _page()
+    misread = {"merchant_name": "KEDAI MAJU SDN BHO"}
+    assert reconcile_with_rules(page, ["O"] * len(page.words), misread)[1] == ["merchant_name"]
+    assert reconcile_with_rules(page, ["O"] * len(page.words), misread, text_similarity=1.0)[1] == []
