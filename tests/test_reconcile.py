@@ -28,9 +28,16 @@ def test_rules_labels_replace_matched_ones_only_where_the_rules_read_the_key():
     assert labels[total_amount] == "total" and labels[item_amount] == "O"
     assert labels[texts.index("25/12/2018")] == "date"
 
-    # the key says another total: the rules are wrong there, the matched labels stay
+    # the key says the total is the 10.00 the matching found: a proven correction, the matched labels stay
+    paid = list(matched)
+    paid[item_amount] = "O"
+    paid[texts.index("CASH") + 1] = "total"
+    labels, taken = reconcile_with_rules(page, paid, {"total": "10.00"})
+    assert taken == [] and labels == paid
+
+    # neither the rules' 9.00 nor the matched 9.00 is the key's 19.00: unproven, the rules' words stay
     labels, taken = reconcile_with_rules(page, matched, {"total": "19.00"})
-    assert taken == [] and labels == matched
+    assert taken == ["total"] and labels[total_amount] == "total" and labels[item_amount] == "O"
 
 
 def test_same_value_is_case_insensitive_for_texts_only():
@@ -64,4 +71,9 @@ def test_names_count_as_found_up_to_ocr_misreads():
     page = _page()
     misread = {"merchant_name": "KEDAI MAJU SDN BHO"}
     assert reconcile_with_rules(page, ["O"] * len(page.words), misread)[1] == ["merchant_name"]
-    assert reconcile_with_rules(page, ["O"] * len(page.words), misread, text_similarity=1.0)[1] == []
+    # exact values only: the misread name is no longer "found"; with matched words that read the key's
+    # text exactly on another row, those win
+    words = [w.text for w in page.words]
+    other = ["O"] * len(words)
+    other[words.index("ROTI")] = "merchant_name"
+    assert reconcile_with_rules(page, other, {"merchant_name": "ROTI"}, text_similarity=1.0)[1] == []

@@ -50,24 +50,41 @@ def same_words(field: str, pred: str, gold: str, text_similarity: float = 0.8) -
     return bool(a and b) and difflib.SequenceMatcher(None, a, b).ratio() >= text_similarity
 
 
+def _value(rec: object, field: str) -> str | None:
+    got = rec.fields.get(field)  # type: ignore[attr-defined]
+    return None if got is None or got.value is None else str(got.value)
+
+
 def reconcile_with_rules(page: OcrPage, labels: Sequence[str], gold: Mapping[str, str],
                          text_similarity: float = 0.8) -> tuple[list[str], list[str]]:
     """(labels, fields taken from the rules). `gold` holds contract-form values (ISO date, decimal total);
-    `text_similarity` as in `same_words` (1.0: exact values only)."""
+    `text_similarity` as in `same_words` (1.0: exact values only).
+
+    A field keeps its matched labels only where that is *proven* better than the rules: the rules miss
+    it (nothing to contradict), or the matched words assemble to the exact key value and the rules'
+    words do not (a real correction). Where the rules read a wrong value and the matched words do not
+    read the key's value either (OCR misread the true words, or matching found near-misses), neither
+    is known to be right; the rules' words are kept so a model is not taught to distrust right hints
+    from noise."""
+    from socratext.document import WordLabel
     from socratext.extractors.rules import label_page
     from socratext.fields.assemble import assemble_receipt
 
     rules = label_page(page)
-    rec = assemble_receipt(page, rules, receipt_id="reconcile", source={}, model={"name": "rules"})
+    by_rules = assemble_receipt(page, rules, receipt_id="reconcile", source={}, model={"name": "rules"})
+    by_match = assemble_receipt(page, [WordLabel(lab, 1.0) for lab in labels], receipt_id="reconcile",
+                                source={}, model={"name": "matched"})
     out = list(labels)
     taken = []
     for field, value in gold.items():
-        got = rec.fields.get(field)
-        if got is None or got.value is None or not same_words(field, str(got.value), value, text_similarity):
+        r, m = _value(by_rules, field), _value(by_match, field)
+        if r is None:
+            continue
+        if not same_words(field, r, value, text_similarity) and m is not None and same_value(field, m, value):
             continue
         out = [OTHER if lab == field else lab for lab in out]
-        for i, r in enumerate(rules):
-            if r.label == field:
+        for i, rl in enumerate(rules):
+            if rl.label == field:
                 out[i] = field
         taken.append(field)
     return out, taken
