@@ -133,6 +133,8 @@ def test_extractor_feeds_the_rules_labels_and_reloads_a_hinted_model(tok, tmp_pa
     loaded = LayoutModelExtractor.from_pretrained(out, device="cpu", max_length=128, combine=False)
     assert loaded.rule_hints and loaded.model.config.rule_hints == rules_id()
     assert loaded.model.config.type_vocab_size == len(HINT_LABELS)
+    assert not loaded.row_smoothing, "a hinted model's config turns row smoothing off"
+    assert LayoutModelExtractor(loaded.model, tok, row_smoothing=True).row_smoothing
     assert [w.label for w in loaded.label([page])[0]] == [w.label for w in first[0]]
 
 

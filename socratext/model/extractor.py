@@ -91,9 +91,14 @@ class LayoutModelExtractor:
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, name: str = "layoutlm",
                  version: str = "0", device: str | torch.device = "cpu", max_length: int = 512,
-                 stride: int = 128, batch_size: int = 8, row_smoothing: bool = True) -> None:
+                 stride: int = 128, batch_size: int = 8, row_smoothing: bool | None = None) -> None:
         self.model = model.eval()
-        self.row_smoothing = row_smoothing  # see socratext.model.postprocess
+        # socratext.model.postprocess; a model's config may turn it off (`row_smoothing: false`, set for
+        # models with rule hints: their hints already carry the rules' rows, and filling rows to their
+        # ends added the OCR junk ("|", "~~") the rules leave out of an address)
+        if row_smoothing is None:
+            row_smoothing = bool(getattr(model.config, "row_smoothing", True))
+        self.row_smoothing = row_smoothing
         self.tokenizer = tokenizer
         self.name = name
         self.version = version
