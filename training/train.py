@@ -674,8 +674,9 @@ def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats
             "ground-truth boxes" + (" (ground-truth words)" if args.synth_gt else ""),
             "sroie: training split only (sorted stems, first 80 %), labels from key values matched to lines"
             + (", transferred onto Tesseract words" if args.sroie_ocr else " (SROIE's own OCR words)"),
-            *(["synthetic and sroie: where the rules extractor reads a field's true value exactly, its word "
-               "labels for that field replace the derived ones (training/datasets/reconcile.py)"]
+            *(["synthetic and sroie: the rules extractor's word labels of a field replace the derived ones "
+               "unless the derived words are proven better (they read the true value, the rules' do not) "
+               "(training/datasets/reconcile.py)"]
               if getattr(args, "reconcile_labels", False) else []),
             "labelstudio: first 80 % of tasks by id; code_tva mapped to O",
             "held out, never trained on: SROIE last 20 %, Label Studio last 20 %, synthetic seeds >= 900000",
