@@ -23,8 +23,8 @@ def test_rules_labels_replace_matched_ones_only_where_the_rules_read_the_key():
     matched[item_amount] = "total"  # the matching put the total on the item line's equal amount
     matched[texts.index("25/12/2018")] = "date"
 
-    labels, taken = reconcile_with_rules(page, matched, {"total": "9.00", "date": "2018-12-25"})
-    assert set(taken) == {"total", "date"}
+    labels, taken, corrected = reconcile_with_rules(page, matched, {"total": "9.00", "date": "2018-12-25"})
+    assert set(taken) == {"total", "date"} and corrected == []
     assert labels[total_amount] == "total" and labels[item_amount] == "O"
     assert labels[texts.index("25/12/2018")] == "date"
 
@@ -32,12 +32,13 @@ def test_rules_labels_replace_matched_ones_only_where_the_rules_read_the_key():
     paid = list(matched)
     paid[item_amount] = "O"
     paid[texts.index("CASH") + 1] = "total"
-    labels, taken = reconcile_with_rules(page, paid, {"total": "10.00"})
-    assert taken == [] and labels == paid
+    labels, taken, corrected = reconcile_with_rules(page, paid, {"total": "10.00"})
+    assert taken == [] and corrected == ["total"] and labels == paid
 
     # neither the rules' 9.00 nor the matched 9.00 is the key's 19.00: unproven, the rules' words stay
-    labels, taken = reconcile_with_rules(page, matched, {"total": "19.00"})
-    assert taken == ["total"] and labels[total_amount] == "total" and labels[item_amount] == "O"
+    labels, taken, corrected = reconcile_with_rules(page, matched, {"total": "19.00"})
+    assert taken == ["total"] and corrected == []
+    assert labels[total_amount] == "total" and labels[item_amount] == "O"
 
 
 def test_same_value_is_case_insensitive_for_texts_only():
@@ -56,8 +57,8 @@ def test_training_reconciles_pages_with_field_values_and_leaves_the_others():
     matched[texts.index("ROTI") + 1] = "total"
     with_values = LabeledPage(page, matched, fields={"total": "9.00"}, id="a")
     without = LabeledPage(page, matched, id="b")
-    (a, b), taken = reconcile_pages([with_values, without])
-    assert taken == {"total": 1}
+    (a, b), taken, corrections = reconcile_pages([with_values, without])
+    assert taken == {"total": 1} and corrections == set()
     assert a.labels[texts.index("RM") + 1] == "total" and a.id == "a"
     assert b.labels == matched
 
@@ -77,3 +78,13 @@ def test_names_count_as_found_up_to_ocr_misreads():
     other = ["O"] * len(words)
     other[words.index("ROTI")] = "merchant_name"
     assert reconcile_with_rules(page, other, {"merchant_name": "ROTI"}, text_similarity=1.0)[1] == []
+
+
+def test_pages_with_corrections_are_repeated():
+    from training.datasets.common import LabeledPage
+    from training.train import repeat_pages
+
+    page = _page()
+    pages = [LabeledPage(page, ["O"] * len(page.words), id=i) for i in ("a", "b", "c")]
+    assert [p.id for p in repeat_pages(pages, {"b"}, 3)] == ["a", "b", "c", "b", "b"]
+    assert repeat_pages(pages, {"b"}, 1) == pages and repeat_pages(pages, set(), 5) == pages

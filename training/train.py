@@ -77,7 +77,8 @@ SOURCES = ("synthetic", "sroie", "labelstudio")
 
 def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synth_ocr: bool = True,
               synth_repeat: int = 1, synth_cached_only: bool = False, sroie_repeat: int = 1,
-              sroie_ocr: bool = False, reconcile: bool = False, with_images: bool = False,
+              sroie_ocr: bool = False, reconcile: bool = False, corrections_repeat: int = 1,
+              with_images: bool = False,
               log: Any = print,
               ) -> tuple[list[LabeledPage], list[LabeledPage], dict[str, Any]]:
     """Training and validation pages from the named sources (held-out splits excluded)."""
@@ -113,10 +114,13 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
             pages = load_labelled_pages(src, source=Path(src).name)
         else:
             raise ValueError(f"unknown data source {src!r}; one of {SOURCES} or a directory")
+        corrections: set[str] = set()
         if reconcile and src in ("synthetic", "sroie"):
-            pages, taken = reconcile_pages(pages)
-            log(f"{src}: word labels taken from the rules where they read the true value: {dict(taken)}")
+            pages, taken, corrections = reconcile_pages(pages)
+            log(f"{src}: word labels taken from the rules: {dict(taken)}; "
+                f"{len(corrections)} pages with a proven correction of the rules")
         tr, va = split_train_val(pages, val_fraction)
+        tr = repeat_pages(tr, corrections, corrections_repeat)
         if src == "synthetic":  # oversampling: the French target data is the scarcest
             tr = tr * max(1, synth_repeat)
         elif src == "sroie":  # oversampling: 205 real receipts against ~600 synthetic ones
@@ -129,21 +133,33 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
     return train, val, stats
 
 
-def reconcile_pages(pages: Sequence[LabeledPage]) -> tuple[list[LabeledPage], Counter[str]]:
-    """`training.datasets.reconcile` on every page that has field values; how often each field was taken."""
+def reconcile_pages(pages: Sequence[LabeledPage]) -> tuple[list[LabeledPage], Counter[str], set[str]]:
+    """`training.datasets.reconcile` on every page that has field values: the pages, how often each field
+    was taken from the rules, and the ids of the pages with a proven correction of the rules."""
     import dataclasses
 
     from training.datasets.reconcile import reconcile_with_rules
 
-    out, taken = [], Counter[str]()
+    out, taken, corrections = [], Counter[str](), set()
     for p in pages:
         if not p.fields:
             out.append(p)
             continue
-        labels, fields = reconcile_with_rules(p.page, p.labels, p.fields)
-        taken.update(fields)
-        out.append(dataclasses.replace(p, labels=labels))
-    return out, taken
+        rec = reconcile_with_rules(p.page, p.labels, p.fields)
+        taken.update(rec.taken)
+        if rec.corrected:
+            corrections.add(p.id)
+        out.append(dataclasses.replace(p, labels=rec.labels))
+    return out, taken, corrections
+
+
+def repeat_pages(pages: list[LabeledPage], ids: set[str], times: int) -> list[LabeledPage]:
+    """`pages`, with those whose id is in `ids` present `times` times in all: the pages where the derived
+    labels provably correct the rules are what a model with rule hints must learn, and they are few
+    (8 of 597 synthetic, 32 of 228 SROIE training receipts)."""
+    if times <= 1 or not ids:
+        return pages
+    return pages + [p for p in pages if p.id in ids] * (times - 1)
 
 
 def load_reviewed(spec: str, log: Any = print) -> list[LabeledPage]:
@@ -390,6 +406,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reconcile-labels", action="store_true",
                     help="SROIE and synthetic: where the rules read a field's true value, take their word "
                          "labels for it (training/datasets/reconcile.py)")
+    ap.add_argument("--corrections-repeat", type=int, default=1,
+                    help="with --reconcile-labels: repeat the training pages where the derived labels "
+                         "provably correct the rules N times")
     ap.add_argument("--out", type=Path, default=None, help="checkpoint dir (default runs/<run-name>/model)")
     ap.add_argument("--run-name", default=None)
     ap.add_argument("--log-dir", type=Path, default=REPO_ROOT / "runs",
@@ -543,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
     train_pages, val_pages, data_stats = load_data(
         sources, args.n_synth, args.val_fraction, synth_ocr=not args.synth_gt, synth_repeat=args.synth_repeat,
         synth_cached_only=args.synth_cached_only, sroie_ocr=args.sroie_ocr, sroie_repeat=args.sroie_repeat,
-        reconcile=args.reconcile_labels,
+        reconcile=args.reconcile_labels, corrections_repeat=args.corrections_repeat,
         with_images=args.visual or args.model.startswith("layoutlmv2"))
     if args.reviewed:
         tr, va = split_train_val(load_reviewed(args.reviewed), args.val_fraction)
@@ -689,7 +708,8 @@ def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats
                             "weight_decay": args.weight_decay, "synth_repeat": args.synth_repeat,
                             "sroie_repeat": args.sroie_repeat, "augment": args.augment,
                             "box_mode": args.box_mode, "rule_hints": getattr(args, "rule_hints", False),
-                            "reconcile_labels": getattr(args, "reconcile_labels", False)},
+                            "reconcile_labels": getattr(args, "reconcile_labels", False),
+                            "corrections_repeat": getattr(args, "corrections_repeat", 1)},
         "parameters": f"{n_params / 1e6:.2f} M",
         "validation_macro_f1": round(metrics["macro_f1"], 4),
         "validation_per_label": per,

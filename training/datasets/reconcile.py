@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from socratext.document import OcrPage
 from socratext.labels import OTHER
@@ -55,10 +56,17 @@ def _value(rec: object, field: str) -> str | None:
     return None if got is None or got.value is None else str(got.value)
 
 
+class Reconciled(NamedTuple):
+    labels: list[str]
+    taken: list[str]  # fields whose words are now the rules'
+    corrected: list[str]  # fields the rules read wrong and the derived words provably right
+
+
 def reconcile_with_rules(page: OcrPage, labels: Sequence[str], gold: Mapping[str, str],
-                         text_similarity: float = 0.8) -> tuple[list[str], list[str]]:
-    """(labels, fields taken from the rules). `gold` holds contract-form values (ISO date, decimal total);
-    `text_similarity` as in `same_words` (1.0: exact values only).
+                         text_similarity: float = 0.8) -> Reconciled:
+    """The reconciled labels, and which fields were taken from the rules or are proven corrections of
+    them. `gold` holds contract-form values (ISO date, decimal total); `text_similarity` as in
+    `same_words` (1.0: exact values only).
 
     A field keeps its matched labels only where that is *proven* better than the rules: the rules miss
     it (nothing to contradict), or the matched words assemble to the exact key value and the rules'
@@ -75,16 +83,17 @@ def reconcile_with_rules(page: OcrPage, labels: Sequence[str], gold: Mapping[str
     by_match = assemble_receipt(page, [WordLabel(lab, 1.0) for lab in labels], receipt_id="reconcile",
                                 source={}, model={"name": "matched"})
     out = list(labels)
-    taken = []
+    taken, corrected = [], []
     for field, value in gold.items():
         r, m = _value(by_rules, field), _value(by_match, field)
         if r is None:
             continue
         if not same_words(field, r, value, text_similarity) and m is not None and same_value(field, m, value):
+            corrected.append(field)
             continue
         out = [OTHER if lab == field else lab for lab in out]
         for i, rl in enumerate(rules):
             if rl.label == field:
                 out[i] = field
         taken.append(field)
-    return out, taken
+    return Reconciled(out, taken, corrected)
