@@ -1,8 +1,8 @@
 """Rule hints: the rules extractor's word labels as an input of the layout model.
 
 Why: trained from scratch on a few hundred real receipts (no pretrained weights are reachable here), a
-small layout model memorises its training receipts instead of learning where a total or a shop name sits
-(`training/generalisation.py`), while the keyword/regex rules generalise but cannot learn from reviewed
+small layout model learns far less than the keyword/regex rules already know (default model 1.2.0: SROIE
+micro F1 0.36 against the rules' 0.60), while the rules generalise but cannot learn from reviewed
 receipts. A model that *sees* the rules' label of every word starts from the rules' answer and only has to
 learn where that answer is wrong — the corrections reviewers make — which a small model can learn from
 few examples. This is the "model + rules" combination learnt end to end instead of gated by hand

@@ -4,14 +4,15 @@ SROIE has key values, not word labels; `training.datasets.sroie` finds the words
 against the OCR lines and moving the labels onto Tesseract's words by box overlap. That is noisy in
 ways that do not change the value but do teach a model the wrong thing: the first word of a shop name
 falls outside its mapped box, one of two equal amounts gets the label and the other not, an address
-line is cut at a different place than the field assembly cuts it. When the rules extractor's words for
-a field assemble to the key's value (names and addresses: up to OCR misreads), those words *are* a
-correct labelling of that field, in the convention field assembly reads — so they replace the matched
-ones. Fields the rules get wrong keep the matched labels: those are the corrections a model (with rule
-hints, `socratext.model.hints`) has to learn. Measured on the SROIE training split with exact values
-only, a model with rule hints still learnt to drop hinted name words (held-out name F1 0.44 against the
-rules' 0.50): the receipts where Tesseract misread one letter of the name kept their matched labels,
-which differ from the rules' rows. Pure function of the page, its labels and the key values.
+line is cut at a different place than the field assembly cuts it. The rules extractor's words for a
+field are a labelling in the convention field assembly reads, and where they assemble to the key's value
+(names and addresses: up to OCR misreads) a correct one. So a field keeps its matched labels only where
+they are proven better — they read the exact key value and the rules' words do not (a correction a model
+with rule hints, `socratext.model.hints`, has to learn), or the rules miss the field; everywhere else the
+rules' words are the labels. Measured: keeping the matched labels wherever the rules were wrong (exact
+values only), a model with rule hints learnt to drop right hinted words (held-out SROIE name F1 0.44,
+the rules' 0.50) — most of those "wrong" fields are misreads, where neither labelling is right. Pure
+function of the page, its labels and the key values.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ def _squash(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
+TEXT_FIELDS = ("merchant_name", "merchant_address")
+
+
 def same_value(field: str, pred: str, gold: str) -> bool:
     """Exact match after whitespace normalisation, texts case-insensitively (the evaluation's rule)."""
-    if field in ("merchant_name", "merchant_address"):
+    if field in TEXT_FIELDS:
         return _squash(pred).upper() == _squash(gold).upper()
     return _squash(pred) == _squash(gold)
-
-
-TEXT_FIELDS = ("merchant_name", "merchant_address")
 
 
 def same_words(field: str, pred: str, gold: str, text_similarity: float = 0.8) -> bool:
