@@ -26,13 +26,12 @@ from PIL import Image
 from socratext.settings import REPO_ROOT
 from training.datasets.common import CACHE_DIR, image_key
 from training.datasets.reconcile import same_value
-from training.datasets.sroie import contract_gold
+from training.datasets.sroie import KEY_TO_FIELD, contract_gold
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 SROIE_DIR = SHARED_DATA / "sroie"
 HELD_OUT_SYNTH_SEED = 900000
 EVAL_OCR_CACHE = CACHE_DIR / "eval-ocr"
-SROIE_FIELDS = {"company": "merchant_name", "address": "merchant_address", "date": "date", "total": "total"}
 
 
 def sroie_held_out(root: Path = SROIE_DIR) -> list[str]:
@@ -244,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no SROIE data at {SROIE_DIR}", file=sys.stderr)
             return 2
         n = args.n or len(sroie_held_out())
-        samples, fields = iter_sroie(n), list(SROIE_FIELDS.values())
+        samples, fields = iter_sroie(n), list(KEY_TO_FIELD.values())
     else:
         n = args.n or 100
         samples, fields = iter_synthetic(n, args.first_seed), list(FIELDS)

@@ -78,8 +78,7 @@ SOURCES = ("synthetic", "sroie", "labelstudio")
 def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synth_ocr: bool = True,
               synth_repeat: int = 1, synth_cached_only: bool = False, sroie_repeat: int = 1,
               sroie_ocr: bool = False, reconcile: bool = False, corrections_repeat: int = 1,
-              with_images: bool = False,
-              log: Any = print,
+              with_images: bool = False, log: Any = print,
               ) -> tuple[list[LabeledPage], list[LabeledPage], dict[str, Any]]:
     """Training and validation pages from the named sources (held-out splits excluded)."""
     train: list[LabeledPage] = []
