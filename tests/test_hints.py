@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import random
 
 import pytest
@@ -136,6 +137,41 @@ def test_extractor_feeds_the_rules_labels_and_reloads_a_hinted_model(tok, tmp_pa
     assert not loaded.row_smoothing, "a hinted model's config turns row smoothing off"
     assert LayoutModelExtractor(loaded.model, tok, row_smoothing=True).row_smoothing
     assert [w.label for w in loaded.label([page])[0]] == [w.label for w in first[0]]
+
+
+def test_combined_extractor_labels_each_page_once_for_a_hinted_model(tok, monkeypatch):
+    """Around a model with rule hints, `CombinedExtractor` hands the rules' labels to the model as its
+    hints instead of letting it label the pages again; the result is what the two-pass path gives."""
+    import socratext.extractors.rules as rules_mod
+    from socratext.extractors.rules import RulesExtractor
+    from socratext.model.extractor import CombinedExtractor
+
+    torch.manual_seed(0)
+    pages = [_receipt(), _receipt()]
+    model = LayoutModelExtractor(_tiny_hinted(tok), tok, device="cpu", max_length=128)
+    calls = []
+    real = rules_mod.label_page
+
+    def counting(page, today=None):
+        calls.append(page)
+        return real(page, today)
+
+    monkeypatch.setattr(rules_mod, "label_page", counting)
+    both = CombinedExtractor(model, RulesExtractor())
+    assert both._hints_from_rules
+    got = both.label(pages)
+    assert len(calls) == len(pages), "the rules ran once per page"
+    calls.clear()
+    separate = zip(model.label(pages), RulesExtractor().label(pages), strict=True)
+    expected = [both.merge(m, r) for m, r in separate]
+    assert len(calls) == 2 * len(pages)  # the separate path: once for the hints, once for the rules
+
+    def rounded(labels):
+        return [[(w.label, round(w.probability, 5)) for w in p] for p in labels]
+
+    assert rounded(got) == rounded(expected)
+    # rules that label differently from the model's hints (here: a fixed "today") run apart
+    assert not CombinedExtractor(model, RulesExtractor(today=datetime.date(2024, 1, 1)))._hints_from_rules
 
 
 def test_a_hinted_model_learns_what_the_hints_carry(tok):

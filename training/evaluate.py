@@ -23,21 +23,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from socratext.settings import REPO_ROOT
 from training.datasets.common import CACHE_DIR, image_key
 from training.datasets.reconcile import same_value
-from training.datasets.sroie import KEY_TO_FIELD, contract_gold
+from training.datasets.sroie import KEY_TO_FIELD, SROIE_DIR, contract_gold
+from training.datasets.sroie import held_out_stems as sroie_held_out
+from training.datasets.synthetic import HELD_OUT_SEED as HELD_OUT_SYNTH_SEED
 
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-SROIE_DIR = SHARED_DATA / "sroie"
-HELD_OUT_SYNTH_SEED = 900000
 EVAL_OCR_CACHE = CACHE_DIR / "eval-ocr"
-
-
-def sroie_held_out(root: Path = SROIE_DIR) -> list[str]:
-    """The fixed SROIE held-out split: the last 20 % of the sorted stems (training uses the rest)."""
-    stems = sorted(p.stem for p in (root / "img").glob("*.jpg"))
-    return stems[int(0.8 * len(stems)):]
 
 
 def sroie_gold(stem: str, root: Path = SROIE_DIR) -> dict[str, str]:

@@ -27,7 +27,7 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 from socratext.document import OcrPage, WordLabel
 from socratext.labels import FIELDS, LABEL_SET_VERSION, OTHER, strip_bio
 from socratext.model.encoding import Window, collate, encode_page, image_input, layout_boxes, merge_windows
-from socratext.model.hints import rule_hints, uses_rule_hints
+from socratext.model.hints import hint_ids, rule_hints, uses_rule_hints
 from socratext.model.postprocess import row_consistent
 from socratext.model.tokenizer import load_tokenizer
 
@@ -160,8 +160,10 @@ class LayoutModelExtractor:
 
     # --- Extractor protocol ---
     def label(self, pages: list[OcrPage], images: list[Image.Image | None] | None = None,
-              ) -> list[list[WordLabel]]:
-        probs = self.word_probabilities(pages, images)
+              rule_labels: Sequence[Sequence[WordLabel]] | None = None) -> list[list[WordLabel]]:
+        """`rule_labels`: the rules' labels of these pages when the caller already has them (a
+        `CombinedExtractor` does), so a model with rule hints does not run the rules a second time."""
+        probs = self.word_probabilities(pages, images, rule_labels)
         out = []
         for page, p in zip(pages, probs, strict=True):
             if self.row_smoothing:
@@ -172,13 +174,17 @@ class LayoutModelExtractor:
         return out
 
     def word_probabilities(self, pages: Sequence[OcrPage], images: Sequence[Image.Image | None] | None = None,
-                           ) -> list[np.ndarray]:
+                           rule_labels: Sequence[Sequence[WordLabel]] | None = None) -> list[np.ndarray]:
         """(n_words, n_word_labels) probabilities per page, columns in `self.word_labels` order."""
         windows: list[Window] = []
         for i, page in enumerate(pages):
+            hints = None
+            if self.rule_hints:
+                hints = (rule_hints(page) if rule_labels is None
+                         else hint_ids([w.label for w in rule_labels[i]]))
             windows.extend(encode_page([w.text for w in page.words], layout_boxes(page, self.box_mode),
                                        self.tokenizer, page=i, max_length=self.max_length, stride=self.stride,
-                                       hints=rule_hints(page) if self.rule_hints else None))
+                                       hints=hints))
         pixels: dict[int, torch.Tensor] = {}
         if self.image_key is not None:
             for i in range(len(pages)):
@@ -255,11 +261,21 @@ class CombinedExtractor:
         self.rules_first = frozenset(rules_first)
         self.name = f"{model.name}+{rules.name}"
         self.version = f"{model.version}+{getattr(rules, 'version', '0')}"
+        # a model with rule hints trained on these rules (same name and version, `model.hints.rules_id`)
+        # takes their labels from here instead of labelling every page again
+        # (and label with today's date, as `model.hints.rule_hints` does)
+        config = getattr(getattr(model, "model", None), "config", None)
+        rules_id = f"{rules.name}-{getattr(rules, 'version', '')}"
+        self._hints_from_rules = (getattr(config, "rule_hints", None) == rules_id
+                                  and getattr(rules, "today", None) is None)
 
     def label(self, pages: list[OcrPage], images: list[Image.Image | None] | None = None,
               ) -> list[list[WordLabel]]:
-        m_all = self.model.label(pages, images)
         r_all = self.rules.label(pages, images)
+        if self._hints_from_rules:  # the model's hints are these very labels: run the rules once
+            m_all = self.model.label(pages, images, rule_labels=r_all)
+        else:
+            m_all = self.model.label(pages, images)
         return [self.merge(m, r) for m, r in zip(m_all, r_all, strict=True)]
 
     def merge(self, m_page: list[WordLabel], r_page: list[WordLabel]) -> list[WordLabel]:
