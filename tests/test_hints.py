@@ -174,6 +174,16 @@ def test_combined_extractor_labels_each_page_once_for_a_hinted_model(tok, monkey
     assert not CombinedExtractor(model, RulesExtractor(today=datetime.date(2024, 1, 1)))._hints_from_rules
 
 
+def test_a_model_fed_hints_from_other_rules_says_so(tok, caplog):
+    model = _tiny_hinted(tok)
+    LayoutModelExtractor(model, tok, device="cpu", max_length=128)
+    assert not [r for r in caplog.records if "rules changed" in r.getMessage()]
+    model.config.rule_hints = "rules-0"  # trained on an older version of the rules
+    with caplog.at_level("WARNING", logger="socratext.model.extractor"):
+        LayoutModelExtractor(model, tok, device="cpu", max_length=128)
+    assert any("rules-0" in r.getMessage() and rules_id() in r.getMessage() for r in caplog.records)
+
+
 def test_a_hinted_model_learns_what_the_hints_carry(tok):
     """Words are meaningless ("w0".."w29") and the gold label of a word is its hint: a model can only get
     the labels right by reading the hints. A few dozen steps take it far above chance (1/3)."""

@@ -218,10 +218,32 @@ def test_sroie_like_receipt() -> None:
     assert out["vat_lines"] == [{"rate": "6.0", "base": "8.49", "amount": "0.51"}]
 
 
+SPEEDMART_LIKE = """
+99 SPEED MART S/B (519537-X)
+INVOICE NO : 17714/102/T0382   15-06-16 18:35
+8019 MARIGOLD HL MILK 1L        RM13.58
+559 TIGER BEER BOTTLE 460ML     RM13.70
+Total Sales (Inclusive GST)     RM 27.28
+Rounding Adjustment             RM 0.02
+Rounding                        RM 27.30
+CASH                            RM 30.00
+CHANGE                          RM 2.70
+"""
+
+
+def test_rounded_total_on_a_row_that_names_itself() -> None:
+    """99 Speedmart prints the rounded amount due on a "Rounding" row after the adjustment row: that
+    amount is the total, the adjustment's own amount never is."""
+    out = extract(page_from_text(SPEEDMART_LIKE, split_columns=True))
+    assert out["fields"]["total"]["value"] == "27.30"
+    far = SPEEDMART_LIKE.replace("RM 27.30", "RM 2.30")  # not a rounding of 27.28: keep the keyword total
+    assert extract(page_from_text(far, split_columns=True))["fields"]["total"]["value"] == "27.28"
+
+
 def test_rules_extractor_interface() -> None:
     ext = RulesExtractor()
     assert isinstance(ext, Extractor)
-    assert (ext.name, ext.version) == ("rules", "1")
+    assert (ext.name, ext.version) == ("rules", "2")
     pages = [page_from_text(FRENCH), OcrPage([], 100, 100)]
     labels = ext.label(pages, [None, None])
     assert [len(x) for x in labels] == [len(pages[0].words), 0]

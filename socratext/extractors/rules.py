@@ -117,6 +117,7 @@ SMALL_WORDS = frozenset({"de", "la", "du", "le", "les", "des", "et", "sur", "en"
 
 P_STRONG, P_GOOD, P_WEAK = 0.9, 0.8, 0.6
 
+ROUNDING_KW = re.compile(r"ROUNDING|ARRONDI|ROUNDED")
 _Cand = tuple[int, str, int, list[int], float]  # total candidate: (priority, value, row, words, probability)
 
 
@@ -223,15 +224,21 @@ class _Labeller:
         return min(first_total_row, chosen[2])
 
     def _rounded(self, chosen: _Cand) -> _Cand:
-        """`TOTAL 60.31` / `ROUNDING ADJ -0.01` / `RM 60.30`: the amount due is the rounded one."""
+        """The amount due is the rounded one: `TOTAL 60.31` / `ROUNDING ADJ -0.01` / `RM 60.30`, or a
+        rounded-total row that names itself (`Total Sales RM 27.28` / `Rounding Adjustment RM 0.02` /
+        `Rounding RM 27.30`, 99 Speedmart's layout: 2 of 57 held-out SROIE totals). An adjustment row's
+        own amount is never the total; an amount more than 0.10 from the keyword total is no rounding."""
         r = chosen[2]
         for k in range(r + 1, min(r + 3, len(self.rows))):
-            if not re.search(r"ROUNDING|ARRONDI|ROUNDED", self.rows[k].folded):
+            if not ROUNDING_KW.search(self.rows[k].folded):
                 continue
-            for r2 in range(k + 1, min(k + 3, len(self.rows))):
+            for r2 in range(k, min(k + 3, len(self.rows))):
                 f = self.rows[r2].folded
                 found = find_amounts(self.rows[r2].text)
-                if len(found) == 1 and (AMOUNT_ONLY.fullmatch(f) or TOTAL_KW.search(f)):
+                rounded_row = bool(ROUNDING_KW.search(f)) and not re.search(r"ADJ", f)
+                if r2 == k and not rounded_row:
+                    continue  # the adjustment itself
+                if len(found) == 1 and (AMOUNT_ONLY.fullmatch(f) or TOTAL_KW.search(f) or rounded_row):
                     s, e, value = found[0]
                     if abs(float(value) - float(chosen[1])) < 0.1:
                         return (chosen[0], value, r2, self.rows[r2].words_in(s, e), P_GOOD)
@@ -631,7 +638,7 @@ class RulesExtractor:
     """The `Extractor` made of keyword/regex/position rules (no model, no image needed)."""
 
     name = "rules"
-    version = "1"
+    version = "2"  # 2: rounded-total rows that name themselves (`_Labeller._rounded`)
 
     def __init__(self, today: dt.date | None = None) -> None:
         self.today = today

@@ -14,6 +14,7 @@ and `model_card.md`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,9 +28,11 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 from socratext.document import OcrPage, WordLabel
 from socratext.labels import FIELDS, LABEL_SET_VERSION, OTHER, strip_bio
 from socratext.model.encoding import Window, collate, encode_page, image_input, layout_boxes, merge_windows
-from socratext.model.hints import hint_ids, rule_hints, uses_rule_hints
+from socratext.model.hints import hint_ids, rule_hints, rules_id, uses_rule_hints
 from socratext.model.postprocess import row_consistent
 from socratext.model.tokenizer import load_tokenizer
+
+log = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.json"
 CARD_FILE = "model_card.md"
@@ -120,6 +123,10 @@ class LayoutModelExtractor:
         self._blank: torch.Tensor | None = None  # the image of a page without one, made once
         self.box_mode = str(getattr(model.config, "box_mode", "word"))
         self.rule_hints = uses_rule_hints(model.config)  # the rules' labels are an input (model.hints)
+        if self.rule_hints and model.config.rule_hints != rules_id():
+            log.warning("model trained with hints from %s, fed hints from %s: the rules changed since it was "
+                        "trained; retrain it (training.train --rule-hints) to learn from the new ones",
+                        model.config.rule_hints, rules_id())
         self.image_key, self._image_fn = image_input(model.config.model_type, uses_images(model.config))
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else getattr(model.config, "pad_token_id", 0) or 0)
