@@ -25,7 +25,7 @@ from PIL import Image
 
 from training.datasets.common import CACHE_DIR, image_key
 from training.datasets.reconcile import same_value
-from training.datasets.sroie import KEY_TO_FIELD, SROIE_DIR, contract_gold
+from training.datasets.sroie import KEY_TO_FIELD, SROIE_DIR, contract_gold, read_key
 from training.datasets.sroie import held_out_stems as sroie_held_out
 from training.datasets.synthetic import HELD_OUT_SEED as HELD_OUT_SYNTH_SEED
 
@@ -34,7 +34,7 @@ EVAL_OCR_CACHE = CACHE_DIR / "eval-ocr"
 
 def sroie_gold(stem: str, root: Path = SROIE_DIR) -> dict[str, str]:
     """SROIE key fields in the output contract's form (date ISO, total decimal, texts as written)."""
-    return contract_gold(json.loads((root / "key" / f"{stem}.json").read_text()))
+    return contract_gold(read_key(stem, root))
 
 
 @dataclass

@@ -268,13 +268,14 @@ class CombinedExtractor:
         self.rules_first = frozenset(rules_first)
         self.name = f"{model.name}+{rules.name}"
         self.version = f"{model.version}+{getattr(rules, 'version', '0')}"
-        # a model with rule hints trained on these rules (same name and version, `model.hints.rules_id`)
-        # takes their labels from here instead of labelling every page again
-        # (and label with today's date, as `model.hints.rule_hints` does)
+        # a model with rule hints from these very rules (the version it was trained with, labelling with
+        # today's date as `model.hints.rule_hints` does) takes their labels from here instead of labelling
+        # every page again
+        from socratext.extractors.rules import RulesExtractor
+
         config = getattr(getattr(model, "model", None), "config", None)
-        rules_id = f"{rules.name}-{getattr(rules, 'version', '')}"
-        self._hints_from_rules = (getattr(config, "rule_hints", None) == rules_id
-                                  and getattr(rules, "today", None) is None)
+        self._hints_from_rules = (isinstance(rules, RulesExtractor) and rules.today is None
+                                  and getattr(config, "rule_hints", None) == rules_id())
 
     def label(self, pages: list[OcrPage], images: list[Image.Image | None] | None = None,
               ) -> list[list[WordLabel]]:

@@ -250,10 +250,15 @@ def contract_gold(key: dict[str, Any]) -> dict[str, str]:
     return gold
 
 
+def read_key(stem: str, root: Path = SROIE_DIR) -> dict[str, Any]:
+    """A receipt's SROIE key values as stored (`key/NNN.json`)."""
+    return json.loads((root / "key" / f"{stem}.json").read_text(encoding="utf-8"))
+
+
 def load_sroie(stem: str, root: Path = SROIE_DIR, *, ocr: bool = False, ocr_engine: Any | None = None,
                with_image: bool = False) -> tuple[LabeledPage, dict[str, bool]]:
     """One SROIE receipt as a `LabeledPage` (and which key fields were matched)."""
-    key = json.loads((root / "key" / f"{stem}.json").read_text(encoding="utf-8"))
+    key = read_key(stem, root)
     lines = read_box_csv(root / "box" / f"{stem}.csv")
     labels, found = label_lines(lines, key)
     img = Image.open(root / "img" / f"{stem}.jpg")
@@ -283,8 +288,7 @@ def match_rates(stems: list[str], root: Path = SROIE_DIR) -> dict[str, float]:
     """Share of receipts on which each key field was found in the SROIE OCR lines (no Tesseract)."""
     counts = {f: 0 for f in KEY_TO_FIELD.values()}
     for s in stems:
-        key = json.loads((root / "key" / f"{s}.json").read_text(encoding="utf-8"))
-        _, found = label_lines(read_box_csv(root / "box" / f"{s}.csv"), key)
+        _, found = label_lines(read_box_csv(root / "box" / f"{s}.csv"), read_key(s, root))
         for f, ok in found.items():
             counts[f] += ok
     return {f: c / max(1, len(stems)) for f, c in counts.items()}
