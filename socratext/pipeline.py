@@ -20,6 +20,7 @@ from socratext import errors
 from socratext.document import OcrPage, Receipt
 from socratext.errors import SocratextError
 from socratext.extractors.base import Extractor
+from socratext.fields.known import KnownValues
 from socratext.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,23 @@ def load_extractor(name: str | Extractor | None = None, settings: Settings | Non
     from socratext.model.extractor import LayoutModelExtractor
 
     return LayoutModelExtractor.from_pretrained(name, device=settings.device)
+
+
+def load_known_values(spec: str, settings: Settings | None = None) -> KnownValues | None:
+    """`settings.known_values`: "" (none), a local JSON file, or "s3://bucket/key" in the object store."""
+    if not spec:
+        return None
+    if spec.startswith("s3://"):
+        from socratext.storage import ObjectStore
+
+        bucket, _, key = spec[len("s3://"):].partition("/")
+        if not bucket or not key:
+            raise ValueError(f"known values: expected s3://bucket/key, got {spec!r}")
+        kv = KnownValues.loads(ObjectStore(settings or get_settings()).get_bytes(bucket, key))
+    else:
+        kv = KnownValues.load(spec)
+    log.info("known values: %d names and addresses from %s", len(kv), spec)
+    return kv
 
 
 @dataclass
@@ -163,9 +181,12 @@ class OcrStage:
 class ExtractStage:
     """Label a micro-batch of OCR pages with one loaded extractor, then assemble each receipt's fields."""
 
-    def __init__(self, extractor: Extractor, settings: Settings | None = None) -> None:
+    def __init__(self, extractor: Extractor, settings: Settings | None = None,
+                 known: KnownValues | None = None) -> None:
         self.extractor = extractor
         self.settings = settings or get_settings()
+        self.known = known if known is not None else load_known_values(self.settings.known_values,
+                                                                       self.settings)
 
     def __call__(self, pages: Sequence[OcrPage], images: Sequence[Image.Image | None] | None,
                  receipt_ids: Sequence[str], sources: Sequence[dict[str, str]]) -> list[Receipt]:
@@ -179,7 +200,7 @@ class ExtractStage:
         for page, labs, rid, src in zip(pages, labels, receipt_ids, sources, strict=True):
             t1 = time.perf_counter()
             rec = assemble_receipt(page, labs, receipt_id=rid, source=src, model=model,
-                                   review_threshold=self.settings.review_threshold)
+                                   review_threshold=self.settings.review_threshold, known=self.known)
             rec.timings_ms["model"] = model_ms
             rec.timings_ms["assemble"] = (time.perf_counter() - t1) * 1e3
             rec.ocr, rec.word_labels = page, labs

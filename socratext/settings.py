@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     model_poll_s: float = 15.0
     review_threshold: float = 0.75
     device: str = "auto"
+    # Reviewed merchant names and addresses (socratext/fields/known.py, built by `python -m
+    # training.known_values`): a local JSON file or "s3://bucket/key"; empty = none. Read once at start.
+    known_values: str = ""
 
     # --- local stack / object store / broker ---
     state_dir: Path = REPO_ROOT / ".state"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from socratext.fields.known import KnownValues
 from training.datasets.common import CACHE_DIR, image_key
 from training.datasets.reconcile import same_value
 from training.datasets.sroie import KEY_TO_FIELD, SROIE_DIR, contract_gold, read_key
@@ -30,6 +31,7 @@ from training.datasets.sroie import held_out_stems as sroie_held_out
 from training.datasets.synthetic import HELD_OUT_SEED as HELD_OUT_SYNTH_SEED
 
 EVAL_OCR_CACHE = CACHE_DIR / "eval-ocr"
+KNOWN_SUFFIX = "+known"
 
 
 def sroie_gold(stem: str, root: Path = SROIE_DIR) -> dict[str, str]:
@@ -161,12 +163,14 @@ class CachedOcrStage:
 
 def evaluate(samples: Iterator[Sample], extractors: dict[str, object], fields: list[str],
              on_sample: Callable[[int], None] | None = None,
-             ocr_cache: Path | None = None) -> dict[str, dict[str, object]]:
-    """Run OCR once per sample, then every extractor on the same words; return one table per extractor."""
+             ocr_cache: Path | None = None, known: KnownValues | None = None) -> dict[str, dict[str, object]]:
+    """Run OCR once per sample, then every extractor on the same words; return one table per extractor.
+    Extractors named "...+known" assemble their fields with the `known` values."""
     from socratext.pipeline import ExtractStage
 
     ocr = CachedOcrStage(ocr_cache)
-    stages = {name: ExtractStage(ext) for name, ext in extractors.items()}  # type: ignore[arg-type]
+    stages = {name: ExtractStage(ext, known=known if name.endswith(KNOWN_SUFFIX) else None)  # type: ignore[arg-type]
+              for name, ext in extractors.items()}
     scores = {name: Score(fields) for name in extractors}
     for i, s in enumerate(samples, 1):
         res = ocr([s.image])[0]
@@ -200,7 +204,9 @@ def print_tables(results: dict[str, dict[str, object]], title: str) -> None:
 
 def _extractor(name: str, load: Callable[[str], object]) -> object:
     """`load_extractor` names, plus "<model>+rules": that model combined with the rules
-    (`socratext.model.extractor.CombinedExtractor`, default settings) whatever its labels.json says."""
+    (`socratext.model.extractor.CombinedExtractor`, default settings) whatever its labels.json says, and
+    any of those + "+known" (the same extractor, its fields corrected with `--known-values`)."""
+    name = name.removesuffix(KNOWN_SUFFIX)
     if name.endswith("+rules"):
         from socratext.extractors.rules import RulesExtractor
         from socratext.model.extractor import CombinedExtractor
@@ -220,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"first synthetic seed (held-out seeds start at {HELD_OUT_SYNTH_SEED})")
     ap.add_argument("--extractors", default="rules,default",
                     help="comma-separated: rules, default, model directories, or any of those + '+rules'")
+    ap.add_argument("--known-values", type=Path, default=None,
+                    help="known names and addresses (training.known_values) for the '+known' extractors")
     ap.add_argument("--out", type=Path, default=None, help="write the tables as JSON here")
     ap.add_argument("--no-ocr-cache", action="store_true", help="always run Tesseract (no page cache)")
     args = ap.parse_args(argv)
@@ -230,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     from socratext.pipeline import load_extractor
 
     extractors = {name: _extractor(name, load_extractor) for name in args.extractors.split(",")}
+    known = KnownValues.load(args.known_values) if args.known_values else None
+    if known is None and any(name.endswith(KNOWN_SUFFIX) for name in extractors):
+        ap.error("'+known' extractors need --known-values")
     if args.dataset == "sroie":
         if not SROIE_DIR.exists():
             print(f"no SROIE data at {SROIE_DIR}", file=sys.stderr)
@@ -242,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with tqdm(total=n, desc=f"evaluate {args.dataset}", file=sys.stderr) as bar:
         results = evaluate(samples, extractors, fields, on_sample=lambda i: bar.update(1),
-                           ocr_cache=None if args.no_ocr_cache else EVAL_OCR_CACHE)
+                           ocr_cache=None if args.no_ocr_cache else EVAL_OCR_CACHE, known=known)
     print_tables(results, f"{args.dataset}: end-to-end per-field precision / recall / F1 ({n} held-out)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from socratext.document import FieldValue, Item, OcrPage, Receipt, VatLine, WordLabel
 from socratext.fields import checks
+from socratext.fields.known import KnownValues
 from socratext.fields.normalize import (
     find_amounts,
     find_dates,
@@ -354,9 +355,24 @@ def _currency_fallback(layout: _Layout, labels: list[WordLabel]) -> FieldValue |
     return None
 
 
+def _correct_known(picked: dict[str, Candidate], known: KnownValues) -> set[str]:
+    """Replace misread names and addresses by the known value they are close to; returns which."""
+    out = set()
+    for label, cand in picked.items():
+        fix = known.correct(label, cand.value)
+        if fix is not None:
+            picked[label] = replace(cand, value=fix.known)
+            out.add(label)
+    return out
+
+
 def assemble_receipt(page: OcrPage, labels: list[WordLabel], *, receipt_id: str, source: dict,
-                     model: dict, review_threshold: float = 0.75, today: dt.date | None = None) -> Receipt:
-    """Build the contract `Receipt` of one page from its words and one `WordLabel` per word."""
+                     model: dict, review_threshold: float = 0.75, today: dt.date | None = None,
+                     known: KnownValues | None = None) -> Receipt:
+    """Build the contract `Receipt` of one page from its words and one `WordLabel` per word.
+
+    `known`: reviewed merchant names and addresses (`socratext.fields.known`); a value read a few OCR
+    confusions away from one of them becomes that value, and its confidence rises."""
     if len(labels) != len(page.words):
         raise ValueError(f"{len(labels)} labels for {len(page.words)} words")
     layout = _Layout(page)
@@ -364,6 +380,7 @@ def assemble_receipt(page: OcrPage, labels: list[WordLabel], *, receipt_id: str,
     picked: dict[str, Candidate] = {}
     for label, cands in _candidates(layout, labels).items():
         picked[label] = _pick(label, cands)
+    corrected = _correct_known(picked, known) if known is not None else set()
 
     items = _items(layout, labels)
     vat_lines, _ = _vat_lines(layout, labels)
@@ -396,6 +413,8 @@ def assemble_receipt(page: OcrPage, labels: list[WordLabel], *, receipt_id: str,
     adjust("vat_number", id_ok, up=0.4, down=0.6)
     adjust("siret", id_ok, up=0.4, down=0.9)
     adjust("date", checks.date_plausible(value.get("date"), today), up=0.0, down=0.5)
+    for label in corrected:
+        adjust(label, True, up=0.3)
 
     for label in FIELDS:
         if label in picked:

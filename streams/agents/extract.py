@@ -14,6 +14,7 @@ the serving model in place.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -153,7 +154,7 @@ def build_extract_deps(settings: Settings, metrics: StreamMetrics | None) -> Ext
     reference, see `socratext.pipeline.load_extractor`) once, and announce it in `socratext_model_info`.
     "registry:<name>" (not pinned to a version) also gets a `ModelWatcher` for live upgrades, unless
     `model_poll_s <= 0`."""
-    from socratext.pipeline import load_extractor
+    from socratext.pipeline import load_extractor, load_known_values
     from socratext.registry import parse_model_ref
 
     ref = parse_model_ref(settings.model)
@@ -166,7 +167,9 @@ def build_extract_deps(settings: Settings, metrics: StreamMetrics | None) -> Ext
     if metrics is not None:
         metrics.set_model(extractor.name, extractor.version)
     log.info("extractor loaded: %s %s", extractor.name, extractor.version, extra={"stage": STAGE})
-    return ExtractDeps(settings, extractor, metrics=metrics, watcher=watcher)
+    known = load_known_values(settings.known_values, settings)
+    assemble = _default_assemble() if known is None else functools.partial(_default_assemble(), known=known)
+    return ExtractDeps(settings, extractor, assemble=assemble, metrics=metrics, watcher=watcher)
 
 
 async def watch_model(deps: ExtractDeps, executor: Executor) -> None:
