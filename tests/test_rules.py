@@ -240,10 +240,29 @@ def test_rounded_total_on_a_row_that_names_itself() -> None:
     assert extract(page_from_text(far, split_columns=True))["fields"]["total"]["value"] == "27.28"
 
 
+def test_misread_vat_number_is_repaired_and_repairs_the_siret() -> None:
+    """Tesseract read a 0 as 9 in the SIREN printed twice: "652 232 249" for 652232240. The VAT number's key
+    names the one SIREN it can be; the SIRET is then that SIREN and its own establishment number."""
+    text = """
+CAFE DE LA GARE
+SIRET 652 232 249 00760
+N°TVA intracom. FR 25 652232249
+TOTAL 12,50
+"""
+    fields = extract(page_from_text(text))["fields"]
+    assert fields["vat_number"]["value"] == "FR25652232240"
+    assert fields["siret"]["value"] == "65223224000760"
+    assert fields["siret"]["confidence"] < 0.9  # repaired values go to review sooner
+    alone = extract(page_from_text(text.replace("N°TVA intracom. FR 25 652232249", "")))["fields"]
+    assert "siret" not in alone  # one checksum digit cannot tell which digit was misread
+    wrong_nic = extract(page_from_text(text.replace("00760", "00762")))["fields"]
+    assert "siret" not in wrong_nic and wrong_nic["vat_number"]["value"] == "FR25652232240"
+
+
 def test_rules_extractor_interface() -> None:
     ext = RulesExtractor()
     assert isinstance(ext, Extractor)
-    assert (ext.name, ext.version) == ("rules", "2")
+    assert (ext.name, ext.version) == ("rules", "3")
     pages = [page_from_text(FRENCH), OcrPage([], 100, 100)]
     labels = ext.label(pages, [None, None])
     assert [len(x) for x in labels] == [len(pages[0].words), 0]

@@ -38,6 +38,7 @@ from socratext.fields.normalize import (
     parse_quantity,
     parse_rate,
     parse_vat_number,
+    repair_vat_number,
     siret_is_valid,
 )
 from socratext.fields.rows import build_rows
@@ -146,17 +147,21 @@ class _Labeller:
 
     def identifiers(self) -> None:
         for r, row in enumerate(self.rows):
+            siret_kw = bool(re.search(r"SIRE[TN]|\bSIR\b", row.folded))
             for m in re.finditer(r"(?<!\d)\d(?:[ .]?\d){13}(?!\d)", row.folded):
                 digits = re.sub(r"\D", "", m.group(0))
-                if siret_is_valid(digits):
-                    keyword = bool(re.search(r"SIRE[TN]|\bSIR\b", row.folded))
-                    self.set(row.words_in(m.start(), m.end()), "siret", P_STRONG if keyword else P_WEAK)
+                if siret_is_valid(digits) or siret_kw:  # a misread one may be repaired from the VAT number
+                    prob = (P_STRONG if siret_kw else P_WEAK) if siret_is_valid(digits) else P_WEAK
+                    self.set(row.words_in(m.start(), m.end()), "siret", prob)
                     self.used_rows.add(r)
             for m in re.finditer(r"(?<![A-Z])(?:FR|[A-Z]{2})\s?[0-9A-Z]{2}\s?\d{3}\s?\d{3}\s?\d{3}(?!\d)",
                                  row.folded):
+                keyword = bool(re.search(r"T\.?V\.?A|VAT|INTRA|\bTUA\b|\bIVA\b", row.folded))
                 if parse_vat_number(m.group(0)):
-                    keyword = bool(re.search(r"T\.?V\.?A|VAT|INTRA|\bTUA\b|\bIVA\b", row.folded))
                     self.set(row.words_in(m.start(), m.end()), "vat_number", P_STRONG if keyword else P_GOOD)
+                    self.used_rows.add(r)
+                elif keyword and repair_vat_number(m.group(0)):  # one digit misread (key and SIREN disagree)
+                    self.set(row.words_in(m.start(), m.end()), "vat_number", P_WEAK)
                     self.used_rows.add(r)
 
     def date_time(self) -> None:
@@ -638,7 +643,9 @@ class RulesExtractor:
     """The `Extractor` made of keyword/regex/position rules (no model, no image needed)."""
 
     name = "rules"
-    version = "2"  # 2: rounded-total rows that name themselves (`_Labeller._rounded`)
+    # 2: rounded-total rows that name themselves (`_Labeller._rounded`); 3: misread SIRET (after a SIRET
+    # keyword) and VAT numbers with one wrong digit are labelled, for assembly to repair
+    version = "3"
 
     def __init__(self, today: dt.date | None = None) -> None:
         self.today = today

@@ -32,6 +32,8 @@ from socratext.fields.normalize import (
     parse_siret,
     parse_time,
     parse_vat_number,
+    repair_vat_number,
+    siret_is_valid,
 )
 from socratext.fields.rows import build_rows
 from socratext.labels import FIELDS, ITEM_PARTS, VAT_PARTS
@@ -162,6 +164,9 @@ def _normalise_span(layout: _Layout, label: str, words: list[int]) -> tuple[str 
     value = norm(layout.text(words, ROW_SEP.get(label, ", ")))
     if value is not None:
         return value, 1.0
+    if label == "vat_number":  # one misread digit: its key and SIREN both check the repair
+        value = repair_vat_number(layout.text(words))
+        return (value, 0.7) if value is not None else (None, 0.0)
     if label in ("merchant_name", "merchant_address"):
         return None, 0.0
     if label in AMOUNT_FIELDS:  # "TOTAL 1 234,56": the amount inside the span
@@ -355,6 +360,24 @@ def _currency_fallback(layout: _Layout, labels: list[WordLabel]) -> FieldValue |
     return None
 
 
+def _siret_from_vat(layout: _Layout, labels: list[WordLabel], vat: str) -> Candidate | None:
+    """A SIRET span that fails its checksum, repaired with the SIREN of the receipt's (valid) French VAT
+    number: at most one digit of its SIREN may differ, and the whole SIRET must then pass the checksum.
+    (Alone, a SIRET's single Luhn digit cannot tell which digit was misread.)"""
+    siren = vat[4:]
+    for order, (label, words) in enumerate(_spans(layout, labels)):
+        if label != "siret":
+            continue
+        digits = re.sub(r"\D", "", fold(layout.text(words)).translate(str.maketrans("OIL", "011")))
+        if len(digits) != 14 or sum(a != b for a, b in zip(digits[:9], siren, strict=True)) > 1:
+            continue
+        if siret_is_valid(siren + digits[9:]):
+            prob = sum(labels[i].probability for i in words) / len(words)
+            return Candidate("siret", words, siren + digits[9:], prob * 0.7 * ocr_factor(layout.page, words),
+                             order)
+    return None
+
+
 def _correct_known(picked: dict[str, Candidate], known: KnownValues) -> set[str]:
     """Replace misread names and addresses by the known value they are close to; returns which."""
     out = set()
@@ -381,6 +404,11 @@ def assemble_receipt(page: OcrPage, labels: list[WordLabel], *, receipt_id: str,
     for label, cands in _candidates(layout, labels).items():
         picked[label] = _pick(label, cands)
     corrected = _correct_known(picked, known) if known is not None else set()
+    vat = picked.get("vat_number")
+    if "siret" not in picked and vat is not None and re.fullmatch(r"FR\d{11}", vat.value):
+        siret = _siret_from_vat(layout, labels, vat.value)
+        if siret is not None:
+            picked["siret"] = siret
 
     items = _items(layout, labels)
     vat_lines, _ = _vat_lines(layout, labels)
