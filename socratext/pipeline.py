@@ -90,19 +90,23 @@ def load_extractor(name: str | Extractor | None = None, settings: Settings | Non
     return LayoutModelExtractor.from_pretrained(name, device=settings.device)
 
 
-def load_known_values(spec: str, settings: Settings | None = None) -> KnownValues | None:
-    """`settings.known_values`: "" (none), a local JSON file, or "s3://bucket/key" in the object store."""
-    if not spec:
-        return None
+def read_known_values(spec: str, settings: Settings | None = None) -> bytes:
+    """The raw known-values file named by `spec`: a local path or "s3://bucket/key" in the object store."""
     if spec.startswith("s3://"):
         from socratext.storage import ObjectStore
 
         bucket, _, key = spec[len("s3://"):].partition("/")
         if not bucket or not key:
             raise ValueError(f"known values: expected s3://bucket/key, got {spec!r}")
-        kv = KnownValues.loads(ObjectStore(settings or get_settings()).get_bytes(bucket, key))
-    else:
-        kv = KnownValues.load(spec)
+        return ObjectStore(settings or get_settings()).get_bytes(bucket, key)
+    return Path(spec).read_bytes()
+
+
+def load_known_values(spec: str, settings: Settings | None = None) -> KnownValues | None:
+    """`settings.known_values`: "" (none), a local JSON file, or "s3://bucket/key" in the object store."""
+    if not spec:
+        return None
+    kv = KnownValues.loads(read_known_values(spec, settings))
     log.info("known values: %d names and addresses from %s", len(kv), spec)
     return kv
 

@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     review_threshold: float = 0.75
     device: str = "auto"
     # Reviewed merchant names and addresses (socratext/fields/known.py, built by `python -m
-    # training.known_values`): a local JSON file or "s3://bucket/key"; empty = none. Read once at start.
+    # training.known_values`): a local JSON file or "s3://bucket/key"; empty = none. Misread names and
+    # addresses close to one of them are corrected at assembly; workers re-read it every model_poll_s.
     known_values: str = ""
 
     # --- local stack / object store / broker ---

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from socratext.document import WordLabel
 from socratext.fields.known import KnownValues, numbers_compatible, ocr_distance, words_compatible
 from socratext.pipeline import ExtractStage, load_known_values
 from socratext.settings import Settings
@@ -142,18 +143,86 @@ def test_extract_stage_loads_the_file_named_by_the_settings(known: KnownValues, 
         load_known_values("s3://only-a-bucket", Settings())
 
 
-def test_the_worker_assembles_with_the_known_values(known: KnownValues, tmp_path: Path) -> None:
-    from streams.agents.extract import build_extract_deps
+class _NameExtractor:
+    """Labels the first line as the merchant name and the amount as the total."""
+
+    name, version = "names", "0"
+
+    def label(self, pages, images=None):  # type: ignore[no-untyped-def]
+        return [[WordLabel("merchant_name" if w.line_id == 0 else "total" if "," in w.text else "O", 0.95)
+                 for w in p.words] for p in pages]
+
+
+def _ocr_event(rid: str, name: str) -> bytes:
+    from socratext.document import OcrPage, Word
+    from streams import events as ev
+
+    words = [Word(t, (10 + 110 * i, 10, 100 + 110 * i, 30), 0.96, 0) for i, t in enumerate(name.split())]
+    words.append(Word("12,50", (10, 60, 80, 80), 0.96, 1))
+    up = ev.UploadEvent(rid, "receipts", f"uploads/{rid}.jpg", "2026-11-25T10:00:00.000Z")
+    return ev.dumps(ev.ocr_event(up, OcrPage(words, 400, 300), 1, 1, {"ocr": 5.0}))
+
+
+def _names(outs) -> list[str]:  # type: ignore[no-untyped-def]
+    return [o.value["fields"]["merchant_name"]["value"] for o in outs if o.topic == "extracted"]
+
+
+def test_the_worker_assembles_with_the_known_values_and_reloads_them(known: KnownValues, tmp_path: Path,
+                                                                     ) -> None:
+    from streams.agents import extract as agent
 
     path = tmp_path / "known.json"
     known.save(path)
-    page, labels = _page()
-    deps = build_extract_deps(Settings(model="rules", known_values=str(path)), None)
-    rec = deps.assemble(page, labels, receipt_id="r", source={}, model={}, review_threshold=0.75)
-    assert rec.fields["merchant_name"].value == "BOULANGERIE PATISSERIE BERNARD"
-    plain = build_extract_deps(Settings(model="rules"), None)
-    rec = plain.assemble(page, labels, receipt_id="r", source={}, model={}, review_threshold=0.75)
-    assert rec.fields["merchant_name"].value == "BOULANGERTE PATISSERIE BEBNARD"
+    deps = agent.build_extract_deps(Settings(model="rules", known_values=str(path), model_poll_s=5), None)
+    deps.extractor = _NameExtractor()  # type: ignore[assignment]
+    raws = [_ocr_event("a", "WELDOM FF"), _ocr_event("b", "MAISON R0BERT")]
+    assert _names(agent.process_extract_batch(raws, deps)) == ["WELDOM", "MAISON R0BERT"]
+
+    w = deps.known_watcher
+    assert w is not None and w.check() is None  # unchanged file: nothing to swap
+    KnownValues.from_fields([{"merchant_name": "MAISON ROBERT"}]).save(path)  # the learning loop rewrote it
+    new = w.check()
+    assert new is not None and w.check() is None
+    deps.known = new
+    assert _names(agent.process_extract_batch(raws, deps)) == ["WELDOM FF", "MAISON ROBERT"]
+    path.write_text("{broken")
+    assert w.check() is None  # a broken file is logged; the values in use stay
+    path.unlink()
+    assert w.check() is None
+
+    plain = agent.build_extract_deps(Settings(model="rules"), None)
+    assert plain.known is None and plain.known_watcher is None
+    known.save(tmp_path / "fixed.json")
+    fixed = agent.build_extract_deps(Settings(model="rules", known_values=str(tmp_path / "fixed.json"),
+                                              model_poll_s=0), None)
+    assert fixed.known is not None and fixed.known_watcher is None  # model_poll_s <= 0: read once
+    with pytest.raises(FileNotFoundError):  # a configured file must exist at start
+        agent.build_extract_deps(Settings(model="rules", known_values=str(path)), None)
+
+
+def test_the_worker_polls_the_known_values_between_batches(known: KnownValues, tmp_path: Path) -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streams.agents import extract as agent
+
+    path = tmp_path / "known.json"
+    KnownValues().save(path)
+    deps = agent.build_extract_deps(Settings(model="rules", known_values=str(path), model_poll_s=0.05), None)
+    assert deps.known is not None and len(deps.known) == 0
+    known.save(path)
+
+    async def run() -> None:
+        task = asyncio.ensure_future(agent.watch_known_values(deps, executor))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if deps.known is not None and len(deps.known) == len(known):
+                break
+        task.cancel()
+
+    with ThreadPoolExecutor(1) as executor:
+        asyncio.run(run())
+    assert deps.known is not None and len(deps.known) == len(known)
 
 
 def _reviewed_dir(tmp_path: Path) -> Path:

@@ -14,7 +14,7 @@ the serving model in place.
 from __future__ import annotations
 
 import asyncio
-import functools
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -25,6 +25,7 @@ from typing import Any
 from socratext.document import OcrPage, Receipt, WordLabel
 from socratext.errors import MODEL_FAILED, SocratextError
 from socratext.extractors.base import Extractor
+from socratext.fields.known import KnownValues
 from socratext.settings import Settings
 from streams.agents import Origin, dead, log, publish
 from streams.events import (
@@ -121,6 +122,49 @@ class ModelWatcher:
         return version, extractor
 
 
+class KnownValuesWatcher:
+    """Re-reads the known names and addresses (`settings.known_values`, a file or an s3:// object) every
+    `model_poll_s` seconds, so that the file the learning loop rewrites (`training.known_values --s3`) is
+    used without a restart. `check()` is blocking and never raises: an unreadable or broken file is logged
+    and the values in use stay."""
+
+    def __init__(self, settings: Settings, read: Callable[[], bytes] | None = None) -> None:
+        from socratext.pipeline import read_known_values
+
+        self.spec = settings.known_values
+        self.poll_s = max(0.05, float(settings.model_poll_s))
+        self._read = read or (lambda: read_known_values(self.spec, settings))
+        self.digest: str | None = None
+
+    def load(self) -> KnownValues:
+        """The first load, at worker start: a configured file must be readable."""
+        data = self._read()
+        kv = KnownValues.loads(data)
+        self.digest = hashlib.sha256(data).hexdigest()
+        log.info("known values: %d names and addresses from %s", len(kv), self.spec, extra={"stage": STAGE})
+        return kv
+
+    def check(self) -> KnownValues | None:
+        """The file's new contents when they changed since the last look, else None."""
+        try:
+            data = self._read()
+        except Exception as exc:  # noqa: BLE001 - the store being down must not stop extraction
+            log.warning("known values unreadable, keeping the current ones: %s", exc, extra={"stage": STAGE})
+            return None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == self.digest:
+            return None
+        self.digest = digest  # a broken file is reported once, not at every poll
+        try:
+            kv = KnownValues.loads(data)
+        except Exception as exc:  # noqa: BLE001
+            log.error("known values in %s do not load, keeping the current ones: %s", self.spec, exc,
+                      extra={"stage": STAGE})
+            return None
+        log.info("known values reloaded: %d names and addresses", len(kv), extra={"stage": STAGE})
+        return kv
+
+
 @dataclass
 class ExtractDeps:
     """What stage 2 needs: the extractor stays loaded for the worker's lifetime, unless a `watcher`
@@ -132,6 +176,8 @@ class ExtractDeps:
     metrics: StreamMetrics | None = None
     watcher: ModelWatcher | None = None
     busy: bool = False  # a batch is being processed (set by the agent, on the event loop)
+    known: KnownValues | None = None  # reviewed names and addresses used at assembly (socratext.fields.known)
+    known_watcher: KnownValuesWatcher | None = None
 
     def swap(self) -> bool:
         """Serve the watcher's pending model, if any. Called only between batches (the event loop thread
@@ -154,7 +200,7 @@ def build_extract_deps(settings: Settings, metrics: StreamMetrics | None) -> Ext
     reference, see `socratext.pipeline.load_extractor`) once, and announce it in `socratext_model_info`.
     "registry:<name>" (not pinned to a version) also gets a `ModelWatcher` for live upgrades, unless
     `model_poll_s <= 0`."""
-    from socratext.pipeline import load_extractor, load_known_values
+    from socratext.pipeline import load_extractor
     from socratext.registry import parse_model_ref
 
     ref = parse_model_ref(settings.model)
@@ -167,9 +213,10 @@ def build_extract_deps(settings: Settings, metrics: StreamMetrics | None) -> Ext
     if metrics is not None:
         metrics.set_model(extractor.name, extractor.version)
     log.info("extractor loaded: %s %s", extractor.name, extractor.version, extra={"stage": STAGE})
-    known = load_known_values(settings.known_values, settings)
-    assemble = _default_assemble() if known is None else functools.partial(_default_assemble(), known=known)
-    return ExtractDeps(settings, extractor, assemble=assemble, metrics=metrics, watcher=watcher)
+    known_watcher = KnownValuesWatcher(settings) if settings.known_values else None
+    known = known_watcher.load() if known_watcher is not None else None
+    return ExtractDeps(settings, extractor, metrics=metrics, watcher=watcher, known=known,
+                       known_watcher=known_watcher if settings.model_poll_s > 0 else None)
 
 
 async def watch_model(deps: ExtractDeps, executor: Executor) -> None:
@@ -188,6 +235,19 @@ async def watch_model(deps: ExtractDeps, executor: Executor) -> None:
             deps.swap()
         except Exception:  # a bug here must not end the polling for the worker's lifetime
             log.exception("model watcher failed; polling goes on", extra={"stage": STAGE})
+
+
+async def watch_known_values(deps: ExtractDeps, executor: Executor) -> None:
+    """Poll the known-values file (read in the thread pool); new values serve from the next batch on."""
+    w = deps.known_watcher
+    if w is None:
+        return
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(w.poll_s)
+        new = await loop.run_in_executor(executor, w.check)
+        if new is not None:
+            deps.known = new
 
 
 def _label_batch(pages: list[OcrPage], extractor: Extractor, images: list[Any] | None = None,
@@ -246,6 +306,7 @@ def process_extract_batch(raws: list[bytes], deps: ExtractDeps,
         return out
 
     extractor = deps.extractor
+    known = {"known": deps.known} if deps.known is not None else {}  # one batch, one set of known values
     model = {"name": extractor.name, "version": extractor.version}
     t0 = time.perf_counter()
     images = [ev.image for _, ev, _ in good]
@@ -260,7 +321,7 @@ def process_extract_batch(raws: list[bytes], deps: ExtractDeps,
         try:
             t1 = time.perf_counter()
             rec = deps.assemble(ev.page, labs, receipt_id=ev.receipt_id, source=ev.source, model=model,
-                                review_threshold=deps.settings.review_threshold)
+                                review_threshold=deps.settings.review_threshold, **known)
             assemble_s = time.perf_counter() - t1
             rec.timings_ms = {**ev.timings_ms, **rec.timings_ms, "model": model_s * 1e3,
                               "assemble": assemble_s * 1e3}
@@ -301,6 +362,8 @@ def register(app: Any, topics: dict[str, Any], deps: Callable[[], ExtractDeps], 
         loop = asyncio.get_running_loop()
         d = await loop.run_in_executor(executor, deps)
         watcher = asyncio.ensure_future(watch_model(d, executor)) if d.watcher is not None else None
+        known = (asyncio.ensure_future(watch_known_values(d, executor)) if d.known_watcher is not None
+                 else None)
         try:
             async for events in stream.take_events(batch_size, within=batch_window_s):
                 d.swap()  # between batches only: one batch, one model
@@ -313,7 +376,8 @@ def register(app: Any, topics: dict[str, Any], deps: Callable[[], ExtractDeps], 
                 finally:
                     d.busy = False
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for task in (watcher, known):
+                if task is not None:
+                    task.cancel()
 
     return extract_agent
