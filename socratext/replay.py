@@ -162,12 +162,13 @@ def replay(settings: Settings, since: datetime, until: datetime, extractor: Any,
            records: Iterator[Record] | None = None) -> ReplayStats:
     """Re-extract the OCR records of [since, until) with `extractor`; `emit(event)` gets each extracted
     event (with its `replay` marker). Dead letters are counted in the stats, not emitted."""
+    from socratext.pipeline import load_known_values
     from streams.agents import Origin
     from streams.agents.extract import ExtractDeps, process_extract_batch
     from streams.events import receipt_id_hint
     from streams.topics import DEADLETTER, EXTRACTED
 
-    deps = ExtractDeps(settings, extractor)
+    deps = ExtractDeps(settings, extractor, known=load_known_values(settings.known_values, settings))
     marker = {"since": iso(since), "until": iso(until), "replayed_at": iso(datetime.now(timezone.utc))}
     size = batch_size or settings.batch_size
     stats = ReplayStats()
