@@ -88,3 +88,25 @@ def test_pages_with_corrections_are_repeated():
     pages = [LabeledPage(page, ["O"] * len(page.words), id=i) for i in ("a", "b", "c")]
     assert [p.id for p in repeat_pages(pages, {"b"}, 3)] == ["a", "b", "c", "b", "b"]
     assert repeat_pages(pages, {"b"}, 1) == pages and repeat_pages(pages, set(), 5) == pages
+
+
+def test_with_known_values_a_misread_name_can_prove_a_correction():
+    """The key's name spans two printed lines and Tesseract misread a letter of the first. Exact text
+    cannot prove the matched words right; compared after the known-values correction serving applies,
+    they read the key's name and the rules' first line alone does not: a correction to learn."""
+    from socratext.fields.known import KnownValues
+
+    rows = [["KEDAI", "MAJU", "SDN", "BHO"], ["CAWANGAN", "KEPONG"], ["25/12/2018", "10:00"],
+            ["1", "ROTI", "9.00"], ["TOTAL", "RM", "9.00"]]
+    words = [Word(w, (40 + 130 * k, 40 + 50 * li, 160 + 130 * k, 80 + 50 * li), line_id=li)
+             for li, ws in enumerate(rows) for k, w in enumerate(ws)]
+    page = OcrPage(words, 1000, 400)
+    gold = {"merchant_name": "KEDAI MAJU SDN BHD CAWANGAN KEPONG"}
+    matched = ["merchant_name"] * 6 + ["O"] * (len(words) - 6)
+    rules_name = [i for i, lab in enumerate(reconcile_with_rules(page, ["O"] * len(words), gold).labels)
+                  if lab == "merchant_name"]
+    assert rules_name == [0, 1, 2, 3], "the rules take the first line only"
+    assert reconcile_with_rules(page, matched, gold).corrected == []  # misread: nothing proven
+    known = KnownValues.from_fields([gold])
+    rec = reconcile_with_rules(page, matched, gold, known=known)
+    assert rec.corrected == ["merchant_name"] and rec.labels == matched

@@ -77,7 +77,8 @@ SOURCES = ("synthetic", "sroie", "labelstudio")
 
 def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synth_ocr: bool = True,
               synth_repeat: int = 1, synth_cached_only: bool = False, sroie_repeat: int = 1,
-              sroie_ocr: bool = False, reconcile: bool = False, corrections_repeat: int = 1,
+              sroie_ocr: bool = False, reconcile: bool = False, reconcile_known: bool = False,
+              corrections_repeat: int = 1,
               with_images: bool = False, log: Any = print,
               ) -> tuple[list[LabeledPage], list[LabeledPage], dict[str, Any]]:
     """Training and validation pages from the named sources (held-out splits excluded)."""
@@ -115,7 +116,7 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
             raise ValueError(f"unknown data source {src!r}; one of {SOURCES} or a directory")
         corrections: set[str] = set()
         if reconcile and src in ("synthetic", "sroie"):
-            pages, taken, corrections = reconcile_pages(pages)
+            pages, taken, corrections = reconcile_pages(pages, known=reconcile_known)
             log(f"{src}: word labels taken from the rules: {dict(taken)}; "
                 f"{len(corrections)} pages with a proven correction of the rules")
         tr, va = split_train_val(pages, val_fraction)
@@ -132,19 +133,24 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
     return train, val, stats
 
 
-def reconcile_pages(pages: Sequence[LabeledPage]) -> tuple[list[LabeledPage], Counter[str], set[str]]:
+def reconcile_pages(pages: Sequence[LabeledPage], known: bool = False,
+                    ) -> tuple[list[LabeledPage], Counter[str], set[str]]:
     """`training.datasets.reconcile` on every page that has field values: the pages, how often each field
-    was taken from the rules, and the ids of the pages with a proven correction of the rules."""
+    was taken from the rules, and the ids of the pages with a proven correction of the rules. `known`:
+    compare readings after correcting them with the known names and addresses of these same pages (what
+    serving does with reviewed receipts, `socratext.fields.known`)."""
     import dataclasses
 
+    from socratext.fields.known import KnownValues
     from training.datasets.reconcile import reconcile_with_rules
 
+    memory = KnownValues.from_fields(p.fields for p in pages) if known else None
     out, taken, corrections = [], Counter[str](), set()
     for p in pages:
         if not p.fields:
             out.append(p)
             continue
-        rec = reconcile_with_rules(p.page, p.labels, p.fields)
+        rec = reconcile_with_rules(p.page, p.labels, p.fields, known=memory)
         taken.update(rec.taken)
         if rec.corrected:
             corrections.add(p.id)
@@ -402,6 +408,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="add N OCR-noise copies of every training page (training/augment.py)")
     ap.add_argument("--synth-gt", action="store_true", help="synthetic: ground-truth words instead of OCR")
     ap.add_argument("--sroie-ocr", action="store_true", help="SROIE: transfer labels onto Tesseract words")
+    ap.add_argument("--reconcile-known", action="store_true",
+                    help="with --reconcile-labels: compare the rules' and the derived words' values after "
+                         "correcting misread names and addresses with the split's known values")
     ap.add_argument("--reconcile-labels", action="store_true",
                     help="SROIE and synthetic: where the rules read a field's true value, take their word "
                          "labels for it (training/datasets/reconcile.py)")
@@ -561,7 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
     train_pages, val_pages, data_stats = load_data(
         sources, args.n_synth, args.val_fraction, synth_ocr=not args.synth_gt, synth_repeat=args.synth_repeat,
         synth_cached_only=args.synth_cached_only, sroie_ocr=args.sroie_ocr, sroie_repeat=args.sroie_repeat,
-        reconcile=args.reconcile_labels, corrections_repeat=args.corrections_repeat,
+        reconcile=args.reconcile_labels, reconcile_known=args.reconcile_known,
+        corrections_repeat=args.corrections_repeat,
         with_images=args.visual or args.model.startswith("layoutlmv2"))
     if args.reviewed:
         tr, va = split_train_val(load_reviewed(args.reviewed), args.val_fraction)
@@ -694,7 +704,9 @@ def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats
             + (", transferred onto Tesseract words" if args.sroie_ocr else " (SROIE's own OCR words)"),
             *(["synthetic and sroie: the rules extractor's word labels of a field replace the derived ones "
                "unless the derived words are proven better (they read the true value, the rules' do not) "
-               "(training/datasets/reconcile.py)"]
+               "(training/datasets/reconcile.py)"
+               + (", values compared after correcting misread names and addresses with the split's known "
+                  "values (socratext/fields/known.py)" if getattr(args, "reconcile_known", False) else "")]
               if getattr(args, "reconcile_labels", False) else []),
             "labelstudio: first 80 % of tasks by id; code_tva mapped to O",
             "held out, never trained on: SROIE last 20 %, Label Studio last 20 %, synthetic seeds >= 900000",
@@ -708,6 +720,7 @@ def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats
                             "sroie_repeat": args.sroie_repeat, "augment": args.augment,
                             "box_mode": args.box_mode, "rule_hints": getattr(args, "rule_hints", False),
                             "reconcile_labels": getattr(args, "reconcile_labels", False),
+                            "reconcile_known": getattr(args, "reconcile_known", False),
                             "corrections_repeat": getattr(args, "corrections_repeat", 1)},
         "parameters": f"{n_params / 1e6:.2f} M",
         "validation_macro_f1": round(metrics["macro_f1"], 4),

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from socratext.document import OcrPage
+from socratext.fields.known import KnownValues
 from socratext.labels import OTHER
 
 
@@ -57,6 +58,11 @@ def _value(rec: object, field: str) -> str | None:
     return None if got is None or got.value is None else str(got.value)
 
 
+def _known(known: KnownValues, field: str, value: str) -> str:
+    fix = known.correct(field, value)
+    return value if fix is None else fix.known
+
+
 class Reconciled(NamedTuple):
     labels: list[str]
     taken: list[str]  # fields whose words are now the rules'
@@ -64,7 +70,7 @@ class Reconciled(NamedTuple):
 
 
 def reconcile_with_rules(page: OcrPage, labels: Sequence[str], gold: Mapping[str, str],
-                         text_similarity: float = 0.8) -> Reconciled:
+                         text_similarity: float = 0.8, known: KnownValues | None = None) -> Reconciled:
     """The reconciled labels, and which fields were taken from the rules or are proven corrections of
     them. `gold` holds contract-form values (ISO date, decimal total); `text_similarity` as in
     `same_words` (1.0: exact values only).
@@ -74,7 +80,13 @@ def reconcile_with_rules(page: OcrPage, labels: Sequence[str], gold: Mapping[str
     words do not (a real correction). Where the rules read a wrong value and the matched words do not
     read the key's value either (OCR misread the true words, or matching found near-misses), neither
     is known to be right; the rules' words are kept so a model is not taught to distrust right hints
-    from noise."""
+    from noise.
+
+    With `known` values (`socratext.fields.known`, built from the training split), both readings are
+    compared after the correction of misread names and addresses that serving applies: the matched words
+    then prove a correction when they read the key's text up to known misreadings and the rules' words do
+    not (an address the rules cut a line short, a name with the logo's junk), where exact text almost never
+    can on scanned receipts."""
     from socratext.document import WordLabel
     from socratext.extractors.rules import label_page
     from socratext.fields.assemble import assemble_receipt
@@ -89,7 +101,13 @@ def reconcile_with_rules(page: OcrPage, labels: Sequence[str], gold: Mapping[str
         r, m = _value(by_rules, field), _value(by_match, field)
         if r is None:
             continue
-        if not same_words(field, r, value, text_similarity) and m is not None and same_value(field, m, value):
+        if known is not None:
+            r_right = same_value(field, _known(known, field, r), value)
+            m_right = m is not None and same_value(field, _known(known, field, m), value)
+        else:
+            r_right = same_words(field, r, value, text_similarity)
+            m_right = m is not None and same_value(field, m, value)
+        if not r_right and m_right:
             corrected.append(field)
             continue
         out = [OTHER if lab == field else lab for lab in out]
