@@ -183,6 +183,7 @@ class KnownValues:
     margin: float = 0.05  # the runner-up (another name) must be at least this much further away
     candidates: int = 5
     _index: dict[str, list[tuple[str, list[str], frozenset[str]]]] = field(default_factory=dict, repr=False)
+    _keys: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
 
     # --- building ---
 
@@ -191,6 +192,7 @@ class KnownValues:
             return
         self.values.setdefault(field_name, Counter())[re.sub(r"\s+", " ", value).strip()] += count
         self._index.pop(field_name, None)
+        self._keys.pop(field_name, None)
 
     def add_fields(self, fields: Mapping[str, str | None]) -> None:
         for name in TEXT_FIELDS:
@@ -216,6 +218,7 @@ class KnownValues:
                 by_key.setdefault(alnum_key(value), []).append((-n, value))
             self._index[field_name] = [(k, [v for _, v in sorted(vs)], _trigrams(vs[0][1]))
                                        for k, vs in sorted(by_key.items())]
+            self._keys[field_name] = frozenset(by_key)
         return self._index[field_name]
 
     def correct(self, field_name: str, read: str) -> Correction | None:
@@ -223,8 +226,7 @@ class KnownValues:
         entries = self._entries(field_name)
         if not entries or not alnum_key(read):
             return None
-        key = alnum_key(read)
-        if any(k == key for k, _, _ in entries):
+        if alnum_key(read) in self._keys[field_name]:
             return None  # already a known value, up to punctuation: keep what is printed
         grams = _trigrams(read)
         ranked = sorted(entries, key=lambda e: -len(grams & e[2]) / max(1, len(grams | e[2])))
