@@ -19,6 +19,7 @@ from socratext.document import FieldValue, Item, OcrPage, Receipt, VatLine, Word
 from socratext.fields import checks
 from socratext.fields.known import KnownValues
 from socratext.fields.normalize import (
+    OCR_DIGITS,
     find_amounts,
     find_dates,
     find_times,
@@ -368,7 +369,7 @@ def _siret_from_vat(layout: _Layout, labels: list[WordLabel], vat: str) -> Candi
     for order, (label, words) in enumerate(_spans(layout, labels)):
         if label != "siret":
             continue
-        digits = re.sub(r"\D", "", fold(layout.text(words)).translate(str.maketrans("OIL", "011")))
+        digits = re.sub(r"\D", "", fold(layout.text(words)).translate(OCR_DIGITS))
         if len(digits) != 14 or sum(a != b for a, b in zip(digits[:9], siren, strict=True)) > 1:
             continue
         if siret_is_valid(siren + digits[9:]):

@@ -306,7 +306,7 @@ def parse_time(text: str) -> str | None:
 # --------------------------------------------------------------------------- SIRET / VAT number
 
 
-_OCR_DIGITS = str.maketrans({"O": "0", "I": "1", "L": "1"})
+OCR_DIGITS = str.maketrans({"O": "0", "I": "1", "L": "1"})  # letters Tesseract reads for digits in numbers
 
 
 def siret_is_valid(digits: str) -> bool:
@@ -323,7 +323,7 @@ def parse_siret(text: str) -> str | None:
     s = re.sub(r"^\s*(?:N°|NO|SIRET|SIRE T)\s*[:.\-]?\s*", "", fold(text).strip())
     if re.search(r"[^\d .\-OIL]", s) or sum(c.isdigit() for c in s) < 12:
         return None
-    s = s.translate(_OCR_DIGITS)  # a Luhn check guards the O→0 / I→1 repairs
+    s = s.translate(OCR_DIGITS)  # a Luhn check guards the O→0 / I→1 repairs
     digits = re.sub(r"\D", "", s)
     return digits if siret_is_valid(digits) else None
 
@@ -349,8 +349,8 @@ def parse_vat_number(text: str) -> str | None:
     s = re.sub(r"^(?:N°|NO|NUMERO)?(?:TVA|VAT|TVAINTRACOM\w*|INTRACOM\w*|IDENT\w*)?[:]?", "", s)
     m = re.search(r"FR(?P<k>[0-9A-Z]{2})(?P<siren>[\dOIL]{9})$", s)
     if m and (m.start() == 0 or not s[m.start() - 1].isdigit()):
-        key, siren = m["k"], m["siren"].translate(_OCR_DIGITS)
-        fixed_key = key.translate(_OCR_DIGITS)
+        key, siren = m["k"], m["siren"].translate(OCR_DIGITS)
+        fixed_key = key.translate(OCR_DIGITS)
         if not siren.isdigit():
             return None
         if fixed_key.isdigit() and fixed_key == fr_vat_key(siren):
@@ -378,7 +378,7 @@ def repair_vat_number(text: str) -> str | None:
     m = re.search(r"FR(?P<k>[\dOIL]{2})(?P<siren>[\dOIL]{9})$", s)
     if not m or (m.start() > 0 and s[m.start() - 1].isdigit()):
         return None
-    digits = (m["k"] + m["siren"]).translate(_OCR_DIGITS)
+    digits = (m["k"] + m["siren"]).translate(OCR_DIGITS)
     if not digits.isdigit():
         return None
     found = set()
