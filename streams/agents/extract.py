@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -219,6 +219,17 @@ def build_extract_deps(settings: Settings, metrics: StreamMetrics | None) -> Ext
                        known_watcher=known_watcher if settings.model_poll_s > 0 else None)
 
 
+async def _poll(poll_s: float, step: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run `step` every `poll_s` seconds for the worker's lifetime; a bug in one step is logged and the
+    polling goes on."""
+    while True:
+        await asyncio.sleep(poll_s)
+        try:
+            await step()
+        except Exception:  # a bug here must not end the polling for the worker's lifetime
+            log.exception("%s failed; polling goes on", what, extra={"stage": STAGE})
+
+
 async def watch_model(deps: ExtractDeps, executor: Executor) -> None:
     """Poll the registry every `model_poll_s` (the check and the load run in the thread pool, so the event
     loop keeps heartbeating); a loaded model is swapped in at once when no batch is running, otherwise
@@ -227,14 +238,13 @@ async def watch_model(deps: ExtractDeps, executor: Executor) -> None:
     if w is None:
         return
     loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(w.poll_s)
-        try:
-            if w.pending is None:
-                w.pending = await loop.run_in_executor(executor, w.check)
-            deps.swap()
-        except Exception:  # a bug here must not end the polling for the worker's lifetime
-            log.exception("model watcher failed; polling goes on", extra={"stage": STAGE})
+
+    async def step() -> None:
+        if w.pending is None:
+            w.pending = await loop.run_in_executor(executor, w.check)
+        deps.swap()
+
+    await _poll(w.poll_s, step, "model watcher")
 
 
 async def watch_known_values(deps: ExtractDeps, executor: Executor) -> None:
@@ -243,11 +253,13 @@ async def watch_known_values(deps: ExtractDeps, executor: Executor) -> None:
     if w is None:
         return
     loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(w.poll_s)
+
+    async def step() -> None:
         new = await loop.run_in_executor(executor, w.check)
         if new is not None:
             deps.known = new
+
+    await _poll(w.poll_s, step, "known-values watcher")
 
 
 def _label_batch(pages: list[OcrPage], extractor: Extractor, images: list[Any] | None = None,
