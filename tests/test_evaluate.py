@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import training.evaluate as ev
+from socratext.document import OcrPage, Word
 
 
 def test_evaluate_scores_extractors_and_reuses_the_ocr_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -25,3 +26,56 @@ def test_evaluate_scores_extractors_and_reuses_the_ocr_cache(tmp_path: Path, mon
         "the cached pages give the same words, so the same scores"
     assert rules["receipts"] == 2 and set(rules["per_field"]) >= {"merchant_name", "date", "total"}
     assert rules["micro"]["f1"] > 0.8  # the rules read clean synthetic receipts well (0.975 on 100)
+
+
+def _page(*lines: str) -> OcrPage:
+    words = [Word(t, (10 * j, 20 * i, 10 * j + 9, 20 * i + 15), line_id=i)
+             for i, line in enumerate(lines) for j, t in enumerate(line.split())]
+    return OcrPage(words, 400, 20 * len(lines) + 20)
+
+
+PAGE = _page("SHOP 123 SDN BHD", "NO 5, JALAN SAGU", "68000 AMPANG", "DATE: 25/12/2018", "TOTAL RM 9.00",
+             "CASH 10.00")
+
+
+@pytest.mark.parametrize(("field", "gold", "expected"), [
+    ("merchant_name", "Shop 123 Sdn Bhd", True),  # case and spaces do not matter
+    ("merchant_address", "NO 5, JALAN SAGU 68000 AMPANG", True),  # across lines
+    ("merchant_address", "NO 5, JALAN SAGU 68000 AMPANG, SELANGOR", False),  # a line Tesseract never read
+    ("merchant_name", "SH0P 123", False),  # the true text, not a misread of it
+    ("date", "2018-12-25", True),  # parsed from the line, not matched as text
+    ("date", "2018-12-26", False),
+    ("total", "9.00", True),
+    ("total", "10.00", True),  # another amount on the page: readable, a wrong choice of words
+    ("total", "19.00", False),
+])
+def test_readable_says_whether_the_ocr_words_hold_the_true_value(field: str, gold: str, expected: bool):
+    assert ev.readable(field, gold, PAGE) is expected
+
+
+def test_misses_lists_wrong_missing_and_spurious_fields_with_their_cause():
+    gold = {"merchant_name": "SHOP 123 SDN BHD", "date": "2018-12-25", "total": "9.00"}
+    pred = {"merchant_name": "shop 123 sdn  bhd", "date": "2018-12-28", "merchant_address": "NO 5"}
+    got = ev.misses("r1", "rules", ["merchant_name", "merchant_address", "date", "total"], pred, gold, PAGE)
+    assert [(m.field, m.predicted, m.gold, m.readable) for m in got] == [
+        ("merchant_address", "NO 5", None, None),  # spurious: no true value
+        ("date", "2018-12-28", "2018-12-25", True),  # wrong words chosen
+        ("total", None, "9.00", True),  # missed though readable
+    ]
+    assert ev.miss_causes(got, "rules", "date") == (1, 0, 0)
+    assert ev.miss_causes(got, "rules", "merchant_address") == (0, 0, 1)
+
+
+def test_evaluate_cli_writes_every_miss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setattr(ev, "EVAL_OCR_CACHE", tmp_path / "ocr")
+    out, errors = tmp_path / "eval.json", tmp_path / "errors.jsonl"
+    assert ev.main(["--dataset", "synthetic", "--n", "2", "--extractors", "rules", "--out", str(out),
+                    "--errors", str(errors)]) == 0
+    rules = json.loads(out.read_text())["results"]["rules"]
+    rows = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert all(r["extractor"] == "rules" and r["receipt"].startswith("synth-") for r in rows)
+    scored = {f for f, d in rules["per_field"].items() if d["precision"] + d["recall"] > 0}
+    perfect = {f for f, d in rules["per_field"].items() if d["f1"] == 1.0}
+    assert {r["field"] for r in rows} == scored - perfect, "a miss exactly where a field is not perfect"
+    assert "misses: readable" in capsys.readouterr().out

@@ -18,11 +18,13 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
+from socratext.document import OcrPage
+from socratext.fields import normalize
 from socratext.fields.known import KnownValues
 from training.datasets.common import CACHE_DIR, image_key
 from training.datasets.reconcile import same_value
@@ -65,6 +67,52 @@ def iter_synthetic(n: int, start: int = HELD_OUT_SYNTH_SEED) -> Iterator[Sample]
 def same(field_name: str, pred: str, gold: str) -> bool:
     """Exact match after whitespace normalisation (texts also compared case-insensitively)."""
     return same_value(field_name, pred, gold)
+
+
+_FINDERS: dict[str, Callable[[str], list[tuple[int, int, str]]]] = {
+    "date": normalize.find_dates, "time": normalize.find_times,
+    "total": normalize.find_amounts, "vat_total": normalize.find_amounts,
+}
+
+
+def readable(field_name: str, gold: str, page: OcrPage) -> bool:
+    """Do the OCR words hold the true value at all, so that some choice of words would give it?
+
+    Why: an extractor cannot beat what Tesseract read. A miss on a readable value is the extractor's
+    (wrong words chosen: what a model could learn to fix); a miss on an unreadable one is the OCR's
+    (misread letters: only better OCR or known values fix it). Dates, times and amounts: some line parses
+    to the value. Everything else: the value, without spaces and case, is a substring of the page's text in
+    reading order (lines joined), which also finds multi-line names and addresses."""
+    lines = [" ".join(page.words[i].text for i in idx) for idx in page.lines()]
+    finder = _FINDERS.get(field_name)
+    if finder is not None:
+        return any(same(field_name, value, gold) for line in lines for _, _, value in finder(line))
+    squash = "".join(lines).replace(" ", "").upper()
+    return "".join(gold.split()).upper() in squash
+
+
+@dataclass
+class Miss:
+    """One field an extractor got wrong on one receipt (`--errors`)."""
+
+    receipt: str
+    extractor: str
+    field: str
+    predicted: str | None
+    gold: str | None
+    readable: bool | None  # None where there is no true value (a spurious prediction)
+
+
+def misses(receipt: str, extractor: str, fields: list[str], pred: dict[str, str], gold: dict[str, str],
+           page: OcrPage) -> list[Miss]:
+    """Every field of `fields` where `pred` does not match `gold` (wrong, missing or spurious)."""
+    out = []
+    for f in fields:
+        p, g = pred.get(f), gold.get(f)
+        if (p is None and g is None) or (p is not None and g is not None and same(f, p, g)):
+            continue
+        out.append(Miss(receipt, extractor, f, p, g, None if g is None else readable(f, g, page)))
+    return out
 
 
 @dataclass
@@ -163,9 +211,11 @@ class CachedOcrStage:
 
 def evaluate(samples: Iterator[Sample], extractors: dict[str, object], fields: list[str],
              on_sample: Callable[[int], None] | None = None,
-             ocr_cache: Path | None = None, known: KnownValues | None = None) -> dict[str, dict[str, object]]:
+             ocr_cache: Path | None = None, known: KnownValues | None = None,
+             errors: list[Miss] | None = None) -> dict[str, dict[str, object]]:
     """Run OCR once per sample, then every extractor on the same words; return one table per extractor.
-    Extractors named "...+known" assemble their fields with the `known` values."""
+    Extractors named "...+known" assemble their fields with the `known` values. Each miss is appended
+    to `errors` when it is given."""
     from socratext.pipeline import ExtractStage
 
     ocr = CachedOcrStage(ocr_cache)
@@ -178,6 +228,8 @@ def evaluate(samples: Iterator[Sample], extractors: dict[str, object], fields: l
             rec = stage([res.page], [res.image], [s.name], [{"path": s.name}])[0]
             pred = {k: v.value for k, v in rec.fields.items()}
             scores[name].update(pred, s.gold, rec.timings_ms.get("model", 0.0))
+            if errors is not None:
+                errors.extend(misses(s.name, name, fields, pred, s.gold, res.page))
         if on_sample:
             on_sample(i)
     return {name: sc.table() for name, sc in scores.items()}
@@ -200,6 +252,28 @@ def print_tables(results: dict[str, dict[str, object]], title: str) -> None:
         r = results[n]
         print(f"{n}: {r['receipts']} receipts, date+total exact {r['date_and_total_exact']:.1%}, "
               f"model ms/receipt (median) {r['model_ms_per_receipt_median']}")
+
+
+def write_errors(path: Path, errors: list[Miss]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        for m in errors:
+            fh.write(json.dumps(asdict(m), ensure_ascii=False) + "\n")
+
+
+def miss_causes(errors: list[Miss], extractor: str, field_name: str) -> tuple[int, int, int]:
+    """(readable, unreadable, spurious) misses of one extractor on one field."""
+    ms = [m for m in errors if m.extractor == extractor and m.field == field_name]
+    return (sum(m.readable is True for m in ms), sum(m.readable is False for m in ms),
+            sum(m.readable is None for m in ms))
+
+
+def print_miss_causes(errors: list[Miss], names: list[str], fields: list[str]) -> None:
+    print("\nmisses: readable in the OCR words (the extractor's) / not readable (the OCR's) / spurious")
+    print(f"{'field':<18}" + "".join(f"{n:>26}" for n in names))
+    for f in fields:
+        cells = (" / ".join(str(c) for c in miss_causes(errors, n, f)) for n in names)
+        print(f"{f:<18}" + "".join(f"{c:>26}" for c in cells))
 
 
 def _extractor(name: str, load: Callable[[str], object]) -> object:
@@ -229,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--known-values", type=Path, default=None,
                     help="known names and addresses (training.known_values) for the '+known' extractors")
     ap.add_argument("--out", type=Path, default=None, help="write the tables as JSON here")
+    ap.add_argument("--errors", type=Path, default=None,
+                    help="write every miss (receipt, extractor, field, predicted, true, readable in the OCR "
+                         "words?) as JSON lines here, and print the misses per extractor and cause")
     ap.add_argument("--no-ocr-cache", action="store_true", help="always run Tesseract (no page cache)")
     args = ap.parse_args(argv)
 
@@ -251,10 +328,15 @@ def main(argv: list[str] | None = None) -> int:
         n = args.n or 100
         samples, fields = iter_synthetic(n, args.first_seed), list(FIELDS)
     t0 = time.perf_counter()
+    errors: list[Miss] | None = [] if args.errors else None
     with tqdm(total=n, desc=f"evaluate {args.dataset}", file=sys.stderr) as bar:
         results = evaluate(samples, extractors, fields, on_sample=lambda i: bar.update(1),
-                           ocr_cache=None if args.no_ocr_cache else EVAL_OCR_CACHE, known=known)
+                           ocr_cache=None if args.no_ocr_cache else EVAL_OCR_CACHE, known=known,
+                           errors=errors)
     print_tables(results, f"{args.dataset}: end-to-end per-field precision / recall / F1 ({n} held-out)")
+    if args.errors and errors is not None:
+        write_errors(args.errors, errors)
+        print_miss_causes(errors, list(extractors), fields)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"dataset": args.dataset, "n": n, "seconds": time.perf_counter() - t0,
