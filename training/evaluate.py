@@ -69,6 +69,11 @@ def same(field_name: str, pred: str, gold: str) -> bool:
     return same_value(field_name, pred, gold)
 
 
+def hit(field_name: str, pred: str | None, gold: str | None) -> bool:
+    """A true value read right (a missing value on both sides is not a hit, nor a miss)."""
+    return pred is not None and gold is not None and same(field_name, pred, gold)
+
+
 _FINDERS: dict[str, Callable[[str], list[tuple[int, int, str]]]] = {
     "date": normalize.find_dates, "time": normalize.find_times,
     "total": normalize.find_amounts, "vat_total": normalize.find_amounts,
@@ -109,7 +114,7 @@ def misses(receipt: str, extractor: str, fields: list[str], pred: dict[str, str]
     out = []
     for f in fields:
         p, g = pred.get(f), gold.get(f)
-        if (p is None and g is None) or (p is not None and g is not None and same(f, p, g)):
+        if (p is None and g is None) or hit(f, p, g):
             continue
         out.append(Miss(receipt, extractor, f, p, g, None if g is None else readable(f, g, page)))
     return out
@@ -149,8 +154,8 @@ class Score:
         self.model_ms.append(model_ms)
         for f in self.fields:
             p, g = pred.get(f), gold.get(f)
-            self.counts.setdefault(f, Counts()).add(p, g, p is not None and g is not None and same(f, p, g))
-        if all(f in gold and f in pred and same(f, pred[f], gold[f]) for f in ("date", "total")):
+            self.counts.setdefault(f, Counts()).add(p, g, hit(f, p, g))
+        if all(hit(f, pred.get(f), gold.get(f)) for f in ("date", "total")):
             self.date_and_total += 1
 
     def table(self) -> dict[str, object]:
