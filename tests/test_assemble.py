@@ -249,3 +249,20 @@ def test_amount_on_the_payment_line_confirms_the_total() -> None:
     alone = assemble(*build(base + [[("CB", "payment_method"), ("9,50", OTHER)]]))
     confirmed = assemble(*build(base + [[("CB", "payment_method"), ("8,50", OTHER)]]))
     assert confirmed.fields["total"].confidence > alone.fields["total"].confidence
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    # the contract's separator between rows that print none
+    ([["12", "RUE", "DE", "LA", "PAIX"], ["75002", "PARIS"]], "12 RUE DE LA PAIX, 75002 PARIS"),
+    # the receipt prints its own commas: its line breaks fall mid-phrase, the rows join with a space
+    ([["GK101,GND", "FLR,ONE", "UTAMA", "SHOPPING", "CENTRE"], ["NO.1,LEBUH", "BANDAR", "UTAMA,"],
+      ["47800", "PETALING", "JAYA,", "SELANGOR."]],
+     "GK101,GND FLR,ONE UTAMA SHOPPING CENTRE NO.1,LEBUH BANDAR UTAMA, 47800 PETALING JAYA, SELANGOR."),
+    # a comma that only ends a row is not one of the address's own separators
+    ([["12", "RUE", "DE", "LA", "PAIX,"], ["75002", "PARIS"]], "12 RUE DE LA PAIX, 75002 PARIS"),
+])
+def test_address_rows_join_as_the_receipt_prints_them(rows: list[list[str]], expected: str) -> None:
+    page, labels = build([[(w, "merchant_address") for w in row] for row in rows])
+    r = assemble(page, labels)
+    assert r.fields["merchant_address"].value == expected
+    assert r.fields["merchant_address"].text == expected

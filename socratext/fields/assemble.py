@@ -132,6 +132,20 @@ class _Layout:
         return out
 
 
+def _row_sep(layout: _Layout, label: str, words: list[int]) -> str:
+    """What goes between a field's rows. Names read as one phrase (" "); addresses get the contract's
+    ", " (`12 RUE DE LA PAIX` / `75002 PARIS`) unless the receipt prints its own separators — a comma
+    inside one of the rows — where the line breaks fall mid-phrase (`…SHOPPING CENTRE` / `NO.1,LEBUH
+    BANDAR UTAMA,`) and a space keeps the address as printed (SROIE's keys read it so)."""
+    if label != "merchant_address":
+        return ROW_SEP.get(label, ", ")
+    rows: dict[int, list[str]] = {}
+    for i in words:
+        rows.setdefault(layout.rank[i], []).append(layout.page.words[i].text)
+    printed = any("," in " ".join(texts).rstrip(" ,") for texts in rows.values())
+    return " " if printed and len(rows) > 1 else ", "
+
+
 def _spans(layout: _Layout, labels: list[WordLabel]) -> list[tuple[str, list[int]]]:
     """Consecutive words (reading order) with the same field label. Name and address may run over
     adjacent rows, across unlabelled OCR debris at a row's ends (`Rue de la Gare oes` / `33000 Bordeaux`)."""
@@ -162,7 +176,7 @@ def _spans(layout: _Layout, labels: list[WordLabel]) -> list[tuple[str, list[int
 def _normalise_span(layout: _Layout, label: str, words: list[int]) -> tuple[str | None, float]:
     """Value of a span and a factor (1.0 when the span itself normalised, lower for fallbacks)."""
     norm = NORMALISERS[label]
-    value = norm(layout.text(words, ROW_SEP.get(label, ", ")))
+    value = norm(layout.text(words, _row_sep(layout, label, words)))
     if value is not None:
         return value, 1.0
     if label == "vat_number":  # one misread digit: its key and SIREN both check the repair
@@ -222,7 +236,7 @@ def _pick(label: str, cands: list[Candidate]) -> Candidate:
 
 
 def _field_value(layout: _Layout, label: str, cand: Candidate) -> FieldValue:
-    text = layout.text(cand.words, ROW_SEP.get(label, ", "))
+    text = layout.text(cand.words, _row_sep(layout, label, cand.words))
     value = cand.value
     if label != "siret":
         text, value = mask_pan(text), mask_pan(value)
