@@ -110,3 +110,26 @@ def test_with_known_values_a_misread_name_can_prove_a_correction():
     known = KnownValues.from_fields([gold])
     rec = reconcile_with_rules(page, matched, gold, known=known)
     assert rec.corrected == ["merchant_name"] and rec.labels == matched
+
+
+def test_exact_reconciliation_teaches_dropping_the_logos_junk_word():
+    """Tesseract reads a logo as a junk word on the name's row; the rules take the whole row. At the
+    default similarity that reads as the key "up to misreads" and the rules' words stay the labels (a model
+    learns to keep the junk); with exact values only, the matched words that read the key prove a
+    correction. Through `training.train.reconcile_pages` as `--reconcile-similarity` passes it."""
+    from training.datasets.common import LabeledPage
+    from training.train import reconcile_pages
+
+    rows = [["is)", "PROXI", "SUPER"], ["25/12/2018", "10:00"], ["1", "ROTI", "9.00"], ["TOTAL", "9.00"]]
+    words = [Word(w, (40 + 130 * k, 40 + 50 * li, 160 + 130 * k, 80 + 50 * li), line_id=li)
+             for li, ws in enumerate(rows) for k, w in enumerate(ws)]
+    page = OcrPage(words, 800, 400)
+    gold = {"merchant_name": "PROXI SUPER"}
+    matched = ["O", "merchant_name", "merchant_name"] + ["O"] * (len(words) - 3)
+    fuzzy = reconcile_with_rules(page, matched, gold)
+    assert fuzzy.taken == ["merchant_name"] and fuzzy.labels[0] == "merchant_name", "rules take the junk"
+    exact = reconcile_with_rules(page, matched, gold, text_similarity=1.0)
+    assert exact.corrected == ["merchant_name"] and exact.labels == matched
+    (lp,), taken, corrections = reconcile_pages([LabeledPage(page, matched, fields=gold, id="p")],
+                                                text_similarity=1.0)
+    assert corrections == {"p"} and not taken and lp.labels == matched

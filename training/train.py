@@ -78,7 +78,7 @@ SOURCES = ("synthetic", "sroie", "labelstudio")
 def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synth_ocr: bool = True,
               synth_repeat: int = 1, synth_cached_only: bool = False, sroie_repeat: int = 1,
               sroie_ocr: bool = False, reconcile: bool = False, reconcile_known: bool = False,
-              corrections_repeat: int = 1,
+              reconcile_similarity: float = 0.8, corrections_repeat: int = 1,
               with_images: bool = False, log: Any = print,
               ) -> tuple[list[LabeledPage], list[LabeledPage], dict[str, Any]]:
     """Training and validation pages from the named sources (held-out splits excluded)."""
@@ -116,7 +116,8 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
             raise ValueError(f"unknown data source {src!r}; one of {SOURCES} or a directory")
         corrections: set[str] = set()
         if reconcile and src in ("synthetic", "sroie"):
-            pages, taken, corrections = reconcile_pages(pages, known=reconcile_known)
+            pages, taken, corrections = reconcile_pages(pages, known=reconcile_known,
+                                                        text_similarity=reconcile_similarity)
             log(f"{src}: word labels taken from the rules: {dict(taken)}; "
                 f"{len(corrections)} pages with a proven correction of the rules")
         tr, va = split_train_val(pages, val_fraction)
@@ -133,7 +134,7 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
     return train, val, stats
 
 
-def reconcile_pages(pages: Sequence[LabeledPage], known: bool = False,
+def reconcile_pages(pages: Sequence[LabeledPage], known: bool = False, text_similarity: float = 0.8,
                     ) -> tuple[list[LabeledPage], Counter[str], set[str]]:
     """`training.datasets.reconcile` on every page that has field values: the pages, how often each field
     was taken from the rules, and the ids of the pages with a proven correction of the rules. `known`:
@@ -150,7 +151,7 @@ def reconcile_pages(pages: Sequence[LabeledPage], known: bool = False,
         if not p.fields:
             out.append(p)
             continue
-        rec = reconcile_with_rules(p.page, p.labels, p.fields, known=memory)
+        rec = reconcile_with_rules(p.page, p.labels, p.fields, known=memory, text_similarity=text_similarity)
         taken.update(rec.taken)
         if rec.corrected:
             corrections.add(p.id)
@@ -414,6 +415,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reconcile-labels", action="store_true",
                     help="SROIE and synthetic: where the rules read a field's true value, take their word "
                          "labels for it (training/datasets/reconcile.py)")
+    ap.add_argument("--reconcile-similarity", type=float, default=0.8,
+                    help="with --reconcile-labels: the rules' name or address counts as read right when its "
+                         "text is this similar to the key's (1.0: exact only; then matched words that read "
+                         "the key exactly correct rules that add junk words or cut a line)")
     ap.add_argument("--corrections-repeat", type=int, default=1,
                     help="with --reconcile-labels: repeat the training pages where the derived labels "
                          "provably correct the rules N times")
@@ -571,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
         sources, args.n_synth, args.val_fraction, synth_ocr=not args.synth_gt, synth_repeat=args.synth_repeat,
         synth_cached_only=args.synth_cached_only, sroie_ocr=args.sroie_ocr, sroie_repeat=args.sroie_repeat,
         reconcile=args.reconcile_labels, reconcile_known=args.reconcile_known,
-        corrections_repeat=args.corrections_repeat,
+        reconcile_similarity=args.reconcile_similarity, corrections_repeat=args.corrections_repeat,
         with_images=args.visual or args.model.startswith("layoutlmv2"))
     if args.reviewed:
         tr, va = split_train_val(load_reviewed(args.reviewed), args.val_fraction)
@@ -721,6 +726,7 @@ def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats
                             "box_mode": args.box_mode, "rule_hints": getattr(args, "rule_hints", False),
                             "reconcile_labels": getattr(args, "reconcile_labels", False),
                             "reconcile_known": getattr(args, "reconcile_known", False),
+                            "reconcile_similarity": getattr(args, "reconcile_similarity", 0.8),
                             "corrections_repeat": getattr(args, "corrections_repeat", 1)},
         "parameters": f"{n_params / 1e6:.2f} M",
         "validation_macro_f1": round(metrics["macro_f1"], 4),
