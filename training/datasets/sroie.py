@@ -31,7 +31,14 @@ from PIL import Image
 from socratext.document import OcrPage, Word
 from socratext.labels import OTHER
 from socratext.settings import REPO_ROOT
-from training.datasets.common import LabeledPage, map_box, ocr_cached, split_line_box, transfer_labels
+from training.datasets.common import (
+    LabeledPage,
+    group_lines,
+    map_box,
+    ocr_cached,
+    split_line_box,
+    transfer_labels,
+)
 
 SROIE_DIR = REPO_ROOT.parent / "shared" / "data" / "sroie"
 KEY_TO_FIELD = {"company": "merchant_name", "address": "merchant_address", "date": "date", "total": "total"}
@@ -126,8 +133,8 @@ def _line_box(line: _Line) -> tuple[int, int, int, int]:
 
 
 def row_texts(lines: list[_Line], min_overlap: float = 0.5) -> list[str]:
-    """For each SROIE line, the text of its whole printed row: every line whose vertical extent overlaps
-    it by at least `min_overlap` of the lower one's height, left to right.
+    """For each SROIE line, the text of its whole printed row: the lines `common.group_lines` puts in its
+    row (vertical overlap of at least `min_overlap` of the smaller height), left to right.
 
     Why: SROIE's "lines" are text segments, and a receipt row is often two of them — "TOTAL :" and, far to
     the right, "9.00". Judging the amount by its own segment alone, the total's keyword is never seen and
@@ -135,15 +142,11 @@ def row_texts(lines: list[_Line], min_overlap: float = 0.5) -> list[str]:
     the training split: the rules and the derived labels then disagreed on where the total is on more
     than half of the receipts)."""
     boxes = [_line_box(ln) if ln.words else (0, 0, 0, 0) for ln in lines]
-    out = []
-    for k, bk in enumerate(boxes):
-        same = []
-        for j, bj in enumerate(boxes):
-            inter = min(bk[3], bj[3]) - max(bk[1], bj[1])
-            lower = max(1, min(bk[3] - bk[1], bj[3] - bj[1]))
-            if j == k or inter >= min_overlap * lower:
-                same.append((bj[0], j))
-        out.append(" ".join(lines[j].text for _, j in sorted(same)))
+    out = [""] * len(lines)
+    for row in group_lines(boxes, min_overlap):  # the same row grouping as every other source's words
+        text = " ".join(lines[j].text for j in row)
+        for j in row:
+            out[j] = text
     return out
 
 
