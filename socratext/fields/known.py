@@ -99,8 +99,9 @@ def _fits(number: str, known: str) -> bool:
 
 
 def numbers_compatible(read: str, known: str) -> bool:
-    """Does every number printed in the reading (two digits or more) read one of the known value's, and
-    every number of the known value have a reading?
+    """Does every number printed in the reading read one of the known value's, and every number of the
+    known value have a reading? Numbers of two digits or more, and a single digit that opens the text
+    (an address's house number: "8 BD …" is not "2 QUAI …").
 
     Why: "12 RUE X" and "13 RUE X" are two shops though one edit apart, and so are "43 QUAI ..." and
     "243 QUAI ...". An OCR drops a digit of a long number and confuses 6/8 or a G for a 6 ("145G" read
@@ -112,11 +113,11 @@ def numbers_compatible(read: str, known: str) -> bool:
 
 
 def _numbers(text: str, clean: bool) -> list[str]:
-    """Numbers of two digits or more (`clean`: printed as digits only), or the digits of every token that
-    has one, look-alike letters counted ("145G" → "1456")."""
+    """Numbers of two digits or more or a leading single digit (`clean`: printed as digits only), or the
+    digits of every token that has one, look-alike letters counted ("145G" → "1456")."""
     toks = re.findall(r"[0-9A-Z]+", fold(text))
     if clean:
-        return [t for t in toks if t.isdigit() and len(t) >= 2]
+        return [t for k, t in enumerate(toks) if t.isdigit() and (len(t) >= 2 or k == 0)]
     out: list[str] = []
     for t in toks:
         if any(c.isdigit() for c in t):  # "SS21" is "21" after a symbol the OCR made letters of, or "5521"
@@ -126,15 +127,25 @@ def _numbers(text: str, clean: bool) -> list[str]:
 
 def words_compatible(read: str, known: str, max_word_distance: float = 0.4) -> bool:
     """Has every word of the known value (three letters or more) a reading at most `max_word_distance`
-    edits per letter away? Why: "16 IMPASSE LOUIS BLANC" is not a misreading of "16 ROUTE LOUIS BLANC",
-    though the two are only 6 edits apart in 34 characters; OCR mistakes damage words, they do not swap
-    them for other words."""
-    words = re.findall(r"[0-9A-Z]+", fold(read))
-    for kw in {w for w in re.findall(r"[0-9A-Z]+", fold(known)) if sum(c.isalpha() for c in w) >= 3}:
-        limit = max_word_distance * len(kw)
-        if not any(ocr_distance(w, kw, limit) <= limit for w in words):
-            return False
-    return True
+    edits per letter away, and every word of the reading (four letters or more) a known word it may be a
+    misreading of? Why: "16 IMPASSE LOUIS BLANC" is not a misreading of "16 ROUTE LOUIS BLANC", though
+    the two are only 6 edits apart in 34 characters, nor "2 QUAI DE LA REPUBLIQUE" of "8 BD DE LA
+    REPUBLIQUE" (every known word of three letters is there); OCR mistakes damage words, they do not swap
+    them for other words. Shorter reading words may be a logo's or a line's debris ("is)", "Es")."""
+    def covered(words: Iterable[str], by: list[str]) -> bool:
+        for w in words:
+            limit = max_word_distance * len(w)
+            if not any(ocr_distance(b, w, limit) <= limit for b in by):
+                return False
+        return True
+
+    def letters(w: str) -> int:
+        return sum(c.isalpha() for c in w)
+
+    read_words = re.findall(r"[0-9A-Z]+", fold(read))
+    known_words = re.findall(r"[0-9A-Z]+", fold(known))
+    return (covered({w for w in known_words if letters(w) >= 3}, read_words)
+            and covered({w for w in read_words if letters(w) >= 4}, known_words))
 
 
 def alnum_key(text: str) -> str:
