@@ -133,3 +133,10 @@ def test_exact_reconciliation_teaches_dropping_the_logos_junk_word():
     (lp,), taken, corrections = reconcile_pages([LabeledPage(page, matched, fields=gold, id="p")],
                                                 text_similarity=1.0)
     assert corrections == {"p"} and not taken and lp.labels == matched
+
+
+def test_corrections_repeat_per_source():
+    from training.train import repeat_spec
+
+    assert repeat_spec("4") == 4
+    assert repeat_spec("synthetic=4, sroie=1") == {"synthetic": 4, "sroie": 1}

@@ -48,7 +48,7 @@ import shlex
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ SOURCES = ("synthetic", "sroie", "labelstudio")
 def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synth_ocr: bool = True,
               synth_repeat: int = 1, synth_cached_only: bool = False, sroie_repeat: int = 1,
               sroie_ocr: bool = False, reconcile: bool = False, reconcile_known: bool = False,
-              reconcile_similarity: float = 0.8, corrections_repeat: int = 1,
+              reconcile_similarity: float = 0.8, corrections_repeat: int | Mapping[str, int] = 1,
               with_images: bool = False, log: Any = print,
               ) -> tuple[list[LabeledPage], list[LabeledPage], dict[str, Any]]:
     """Training and validation pages from the named sources (held-out splits excluded)."""
@@ -121,7 +121,9 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
             log(f"{src}: word labels taken from the rules: {dict(taken)}; "
                 f"{len(corrections)} pages with a proven correction of the rules")
         tr, va = split_train_val(pages, val_fraction)
-        tr = repeat_pages(tr, corrections, corrections_repeat)
+        times = (corrections_repeat if isinstance(corrections_repeat, int)
+                 else corrections_repeat.get(src, 1))
+        tr = repeat_pages(tr, corrections, times)
         if src == "synthetic":  # oversampling: the French target data is the scarcest
             tr = tr * max(1, synth_repeat)
         elif src == "sroie":  # oversampling: 205 real receipts against ~600 synthetic ones
@@ -157,6 +159,19 @@ def reconcile_pages(pages: Sequence[LabeledPage], known: bool = False, text_simi
             corrections.add(p.id)
         out.append(dataclasses.replace(p, labels=rec.labels))
     return out, taken, corrections
+
+
+def repeat_spec(text: str) -> int | dict[str, int]:
+    """`--corrections-repeat`: "4" (every source) or "synthetic=4,sroie=1" (per source, others 1). Why per
+    source: synthetic corrections come from the generator's true boxes, SROIE's from matching key values
+    to OCR lines, and the model weighs them differently."""
+    if "=" not in text:
+        return int(text)
+    out = {}
+    for part in text.split(","):
+        src, _, n = part.partition("=")
+        out[src.strip()] = int(n)
+    return out
 
 
 def repeat_pages(pages: list[LabeledPage], ids: set[str], times: int) -> list[LabeledPage]:
@@ -419,9 +434,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="with --reconcile-labels: the rules' name or address counts as read right when its "
                          "text is this similar to the key's (1.0: exact only; then matched words that read "
                          "the key exactly correct rules that add junk words or cut a line)")
-    ap.add_argument("--corrections-repeat", type=int, default=1,
+    ap.add_argument("--corrections-repeat", type=repeat_spec, default=1,
                     help="with --reconcile-labels: repeat the training pages where the derived labels "
-                         "provably correct the rules N times")
+                         "provably correct the rules N times; 'synthetic=4,sroie=1' per source")
     ap.add_argument("--out", type=Path, default=None, help="checkpoint dir (default runs/<run-name>/model)")
     ap.add_argument("--run-name", default=None)
     ap.add_argument("--log-dir", type=Path, default=REPO_ROOT / "runs",
