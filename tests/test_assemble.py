@@ -255,9 +255,8 @@ def test_amount_on_the_payment_line_confirms_the_total() -> None:
     # the contract's separator between rows that print none
     ([["12", "RUE", "DE", "LA", "PAIX"], ["75002", "PARIS"]], "12 RUE DE LA PAIX, 75002 PARIS"),
     # the receipt prints its own commas: its line breaks fall mid-phrase, the rows join with a space
-    ([["GK101,GND", "FLR,ONE", "UTAMA", "SHOPPING", "CENTRE"], ["NO.1,LEBUH", "BANDAR", "UTAMA,"],
-      ["47800", "PETALING", "JAYA,", "SELANGOR."]],
-     "GK101,GND FLR,ONE UTAMA SHOPPING CENTRE NO.1,LEBUH BANDAR UTAMA, 47800 PETALING JAYA, SELANGOR."),
+    ([["LOT", "G12,GROUND", "FLOOR,SERI", "PLAZA"], ["NO.8,JALAN", "MAWAR,"], ["53100", "KUALA", "LUMPUR."]],
+     "LOT G12,GROUND FLOOR,SERI PLAZA NO.8,JALAN MAWAR, 53100 KUALA LUMPUR."),
     # a comma that only ends a row is not one of the address's own separators
     ([["12", "RUE", "DE", "LA", "PAIX,"], ["75002", "PARIS"]], "12 RUE DE LA PAIX, 75002 PARIS"),
 ])

@@ -135,8 +135,8 @@ class _Layout:
 def _row_sep(layout: _Layout, label: str, words: list[int]) -> str:
     """What goes between a field's rows. Names read as one phrase (" "); addresses get the contract's
     ", " (`12 RUE DE LA PAIX` / `75002 PARIS`) unless the receipt prints its own separators — a comma
-    inside one of the rows — where the line breaks fall mid-phrase (`…SHOPPING CENTRE` / `NO.1,LEBUH
-    BANDAR UTAMA,`) and a space keeps the address as printed (SROIE's keys read it so)."""
+    inside one of the rows — where the line breaks fall mid-phrase (`LOT G12,GROUND FLOOR,SERI PLAZA` /
+    `NO.8,JALAN MAWAR,`) and a space keeps the address as printed (SROIE's keys read it so)."""
     if label != "merchant_address":
         return ROW_SEP.get(label, ", ")
     rows: dict[int, list[str]] = {}
