@@ -62,6 +62,7 @@ from socratext.model.hints import enable_rule_hints, rule_hints, uses_rule_hints
 from socratext.model.tokenizer import load_tokenizer, train_wordpiece
 from socratext.settings import REPO_ROOT
 from training.datasets.common import LabeledPage, split_train_val
+from training.datasets.reconcile import TEXT_SIMILARITY
 
 ARCHS = ("layoutlmv3-tiny", "layoutlmv3-mini", "layoutlmv3-small", "layoutlmv2-tiny", "layoutlmv2-small")
 MINI = {"hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 512,
@@ -78,7 +79,8 @@ SOURCES = ("synthetic", "sroie", "labelstudio")
 def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synth_ocr: bool = True,
               synth_repeat: int = 1, synth_cached_only: bool = False, sroie_repeat: int = 1,
               sroie_ocr: bool = False, reconcile: bool = False, reconcile_known: bool = False,
-              reconcile_similarity: float = 0.8, corrections_repeat: int | Mapping[str, int] = 1,
+              reconcile_similarity: float = TEXT_SIMILARITY,
+              corrections_repeat: int | Mapping[str, int] = 1,
               with_images: bool = False, log: Any = print,
               ) -> tuple[list[LabeledPage], list[LabeledPage], dict[str, Any]]:
     """Training and validation pages from the named sources (held-out splits excluded)."""
@@ -136,7 +138,8 @@ def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synt
     return train, val, stats
 
 
-def reconcile_pages(pages: Sequence[LabeledPage], known: bool = False, text_similarity: float = 0.8,
+def reconcile_pages(pages: Sequence[LabeledPage], known: bool = False,
+                    text_similarity: float = TEXT_SIMILARITY,
                     ) -> tuple[list[LabeledPage], Counter[str], set[str]]:
     """`training.datasets.reconcile` on every page that has field values: the pages, how often each field
     was taken from the rules, and the ids of the pages with a proven correction of the rules. `known`:
@@ -430,7 +433,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reconcile-labels", action="store_true",
                     help="SROIE and synthetic: where the rules read a field's true value, take their word "
                          "labels for it (training/datasets/reconcile.py)")
-    ap.add_argument("--reconcile-similarity", type=float, default=0.8,
+    ap.add_argument("--reconcile-similarity", type=float, default=TEXT_SIMILARITY,
                     help="with --reconcile-labels: the rules' name or address counts as read right when its "
                          "text is this similar to the key's (1.0: exact only; then matched words that read "
                          "the key exactly correct rules that add junk words or cut a line)")
@@ -741,7 +744,7 @@ def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats
                             "box_mode": args.box_mode, "rule_hints": getattr(args, "rule_hints", False),
                             "reconcile_labels": getattr(args, "reconcile_labels", False),
                             "reconcile_known": getattr(args, "reconcile_known", False),
-                            "reconcile_similarity": getattr(args, "reconcile_similarity", 0.8),
+                            "reconcile_similarity": getattr(args, "reconcile_similarity", TEXT_SIMILARITY),
                             "corrections_repeat": getattr(args, "corrections_repeat", 1)},
         "parameters": f"{n_params / 1e6:.2f} M",
         "validation_macro_f1": round(metrics["macro_f1"], 4),

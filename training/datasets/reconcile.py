@@ -32,6 +32,8 @@ def _squash(text: str) -> str:
 
 
 TEXT_FIELDS = ("merchant_name", "merchant_address")
+TEXT_SIMILARITY = 0.8
+"""How similar (character ratio) the rules' name or address must read to the key's to count as found."""
 
 
 def same_value(field: str, pred: str, gold: str) -> bool:
@@ -41,7 +43,7 @@ def same_value(field: str, pred: str, gold: str) -> bool:
     return _squash(pred) == _squash(gold)
 
 
-def same_words(field: str, pred: str, gold: str, text_similarity: float = 0.8) -> bool:
+def same_words(field: str, pred: str, gold: str, text_similarity: float = TEXT_SIMILARITY) -> bool:
     """Did the rules find the field's words? Values exactly, names and addresses when they read as the
     key's text up to OCR misreads (character similarity ≥ `text_similarity`): then the rules picked the
     right rows and Tesseract misread a few letters, which no labelling can fix."""
@@ -70,7 +72,8 @@ class Reconciled(NamedTuple):
 
 
 def reconcile_with_rules(page: OcrPage, labels: Sequence[str], gold: Mapping[str, str],
-                         text_similarity: float = 0.8, known: KnownValues | None = None) -> Reconciled:
+                         text_similarity: float = TEXT_SIMILARITY, known: KnownValues | None = None,
+                         ) -> Reconciled:
     """The reconciled labels, and which fields were taken from the rules or are proven corrections of
     them. `gold` holds contract-form values (ISO date, decimal total); `text_similarity` as in
     `same_words` (1.0: exact values only).
