@@ -79,3 +79,24 @@ def test_evaluate_cli_writes_every_miss(tmp_path: Path, monkeypatch: pytest.Monk
     perfect = {f for f, d in rules["per_field"].items() if d["f1"] == 1.0}
     assert {r["field"] for r in rows} == scored - perfect, "a miss exactly where a field is not perfect"
     assert "misses: readable" in capsys.readouterr().out
+
+
+def test_validation_split_is_what_training_validates_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`--split validation` scores the pages `training.train` kept out of training (the last 10 % of its
+    seeds and of SROIE's training stems), so settings are chosen without looking at the held-out set."""
+    from training.datasets.sroie import SROIE_DIR, held_out_stems, train_stems
+
+    assert ev.validation_synth_seeds(20) == [18, 19]
+    assert ev.validation_synth_seeds(2000) == list(range(1800, 2000))
+    if SROIE_DIR.exists():
+        val = ev.validation_sroie_stems()
+        assert val == train_stems()[-len(val):] and len(val) == round(len(train_stems()) * 0.1)
+        assert not set(val) & set(held_out_stems())
+    monkeypatch.setattr(ev, "EVAL_OCR_CACHE", tmp_path / "ocr")
+    out, errors = tmp_path / "val.json", tmp_path / "errors.jsonl"
+    assert ev.main(["--split", "validation", "--n-synth", "20", "--n", "5", "--dataset", "synthetic",
+                    "--extractors", "rules", "--out", str(out), "--errors", str(errors)]) == 0
+    got = json.loads(out.read_text())
+    assert (got["split"], got["n"], got["results"]["rules"]["receipts"]) == ("validation", 2, 2)
+    missed = {json.loads(line)["receipt"] for line in errors.read_text().splitlines()}
+    assert missed <= {"synth-18", "synth-19"}, "only the two validation receipts were read"

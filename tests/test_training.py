@@ -12,7 +12,7 @@ import torch
 from socratext.document import OcrPage, Word, WordLabel
 from socratext.extractors.base import Extractor
 from socratext.labels import BIO_LABELS, LABEL_SET_VERSION
-from socratext.model.extractor import CombinedExtractor, LayoutModelExtractor, save_model_dir
+from socratext.model.extractor import CombinedExtractor, LayoutModelExtractor, save_model_dir, trimmed_ends
 from socratext.model.tokenizer import learn_vocab, train_wordpiece
 from socratext.settings import REPO_ROOT
 from training.datasets.common import LabeledPage
@@ -100,9 +100,11 @@ def test_model_dir_can_ask_for_the_rules_combination(tiny, tmp_path):
     pytest.importorskip("socratext.extractors.rules")
     model, tok, pages = tiny
     out = save_model_dir(model, tok, tmp_path / "c", {"name": "c", "version": "1"},
-                         combine_with_rules={"threshold": 0.4, "rules_first": ["date"]})
+                         combine_with_rules={"threshold": 0.4, "rules_first": ["date"],
+                                             "trim_fields": ["merchant_name"], "trim_threshold": 0.95})
     ext = LayoutModelExtractor.from_pretrained(out, device="cpu")
     assert isinstance(ext, CombinedExtractor) and ext.threshold == 0.4 and ext.rules_first == {"date"}
+    assert ext.trim_fields == ("merchant_name",) and ext.trim_threshold == 0.95
     assert ext.name == "c+rules"
     assert [len(r) for r in ext.label([pages[0].page])] == [len(pages[0].page.words)]
     bare = LayoutModelExtractor.from_pretrained(out, device="cpu", combine=False)
@@ -149,6 +151,44 @@ def test_combined_extractor_rules_first_fields():
     lenient = CombinedExtractor(_Fixed("m", []), _Fixed("r", []), threshold=0.5, rules_first=("date",),
                                 fill_threshold=0.5)
     assert [w.label for w in lenient.merge(unsure, silent)] == ["date", "date", "total"]
+
+
+def _wl(spec: str) -> list[WordLabel]:
+    """"O:.99 merchant_name:.6" → word labels."""
+    return [WordLabel(lab, float(p)) for lab, p in (t.split(":") for t in spec.split())]
+
+
+def test_trimmed_ends_takes_only_the_ends_the_model_is_sure_of():
+    rules = _wl("merchant_name:1 merchant_name:1 merchant_name:1 merchant_name:1 O:1")
+    # a logo's junk before the name and a stray word after it: both ends go, the name stays
+    sure_ends = _wl("O:.97 merchant_name:.9 merchant_name:.8 O:.95 O:.99")
+    assert trimmed_ends(sure_ends, rules, ["merchant_name"], 0.9) == {0, 3}
+    # a word the model doubts in the middle (an OCR misread of the name) is no end: no hole is punched
+    middle = _wl("merchant_name:.9 O:.99 merchant_name:.9 merchant_name:.9 O:.99")
+    assert trimmed_ends(middle, rules, ["merchant_name"], 0.9) == set()
+    # not sure enough, or sure of another field rather than of "other": the rules' word stays
+    assert trimmed_ends(_wl("O:.89 merchant_name:.9 merchant_name:.9 merchant_name:.9 O:1"), rules,
+                        ["merchant_name"], 0.9) == set()
+    assert trimmed_ends(_wl("date:.99 merchant_name:.9 merchant_name:.9 merchant_name:.9 O:1"), rules,
+                        ["merchant_name"], 0.9) == set()
+    # every word: the rules' "name" was a stray line, and no name beats a wrong one
+    assert trimmed_ends(_wl("O:.99 O:.99 O:.9 O:.95 O:1"), rules, ["merchant_name"], 0.9) == {0, 1, 2, 3}
+    assert trimmed_ends(sure_ends, rules, [], 0.9) == set()
+
+
+def test_combined_extractor_trims_the_rules_name_where_the_model_is_sure():
+    rules = _wl("merchant_name:1 merchant_name:1 merchant_name:1 O:1 total:1")
+    model = _wl("O:.97 merchant_name:.9 merchant_name:.9 merchant_name:.95 O:.6")
+    keep = CombinedExtractor(_Fixed("m", []), _Fixed("r", []))
+    assert [w.label for w in keep.merge(model, rules)] == ["merchant_name"] * 3 + ["O", "total"]
+    trim = CombinedExtractor(_Fixed("m", []), _Fixed("r", []), trim_fields=("merchant_name",))
+    assert trim.trim_threshold == trim.fill_threshold == 0.9
+    # the junk word goes; the model's own extra name word does not come in (the rules found a name)
+    name = "merchant_name"
+    assert [w.label for w in trim.merge(model, rules)] == ["O", name, name, "O", "total"]
+    strict = CombinedExtractor(_Fixed("m", []), _Fixed("r", []), trim_fields=("merchant_name",),
+                               trim_threshold=0.99)
+    assert [w.label for w in strict.merge(model, rules)] == ["merchant_name"] * 3 + ["O", "total"]
 
 
 def test_word_f1_macro_over_seen_labels():

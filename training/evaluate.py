@@ -48,18 +48,38 @@ class Sample:
     gold: dict[str, str]
 
 
-def iter_sroie(n: int | None = None) -> Iterator[Sample]:
-    for stem in sroie_held_out()[:n]:
+def validation_sroie_stems(val_fraction: float = 0.1) -> list[str]:
+    """The SROIE stems `training.train` keeps for validation (never trained on, never held out)."""
+    from training.datasets.common import split_train_val
+    from training.datasets.sroie import train_stems
+
+    return split_train_val(train_stems(), val_fraction)[1]
+
+
+def validation_synth_seeds(n_synth: int = 2000, val_fraction: float = 0.1) -> list[int]:
+    """The synthetic seeds `training.train --n-synth N` keeps for validation."""
+    from training.datasets.common import split_train_val
+    from training.datasets.synthetic import train_seeds
+
+    return split_train_val(train_seeds(n_synth), val_fraction)[1]
+
+
+def iter_sroie(n: int | None = None, stems: list[str] | None = None) -> Iterator[Sample]:
+    for stem in (sroie_held_out() if stems is None else stems)[:n]:
         with Image.open(SROIE_DIR / "img" / f"{stem}.jpg") as im:
             yield Sample(stem, im.convert("RGB"), sroie_gold(stem))
 
 
-def iter_synthetic(n: int, start: int = HELD_OUT_SYNTH_SEED) -> Iterator[Sample]:
+def iter_synthetic(n: int, start: int = HELD_OUT_SYNTH_SEED,
+                   seeds: list[int] | None = None) -> Iterator[Sample]:
+    """Held-out synthetic receipts from `start`, or the given (validation) `seeds`."""
     from training.synth.generator import generate_receipt
 
-    if start < HELD_OUT_SYNTH_SEED:
-        raise ValueError(f"synthetic seeds below {HELD_OUT_SYNTH_SEED} are training data")
-    for seed in range(start, start + n):
+    if seeds is None:
+        if start < HELD_OUT_SYNTH_SEED:
+            raise ValueError(f"synthetic seeds below {HELD_OUT_SYNTH_SEED} are training data")
+        seeds = list(range(start, start + n))
+    for seed in seeds[:n]:
         r = generate_receipt(seed, degrade=True)
         yield Sample(f"synth-{seed}", r.image, dict(r.fields))
 
@@ -303,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=None, help="number of receipts (synthetic default 100)")
     ap.add_argument("--first-seed", type=int, default=HELD_OUT_SYNTH_SEED,
                     help=f"first synthetic seed (held-out seeds start at {HELD_OUT_SYNTH_SEED})")
+    ap.add_argument("--split", choices=["held-out", "validation"], default="held-out",
+                    help="held-out (the default, for reporting) or the pages training.train validates on "
+                         "(for choosing between models and settings without looking at the held-out set)")
+    ap.add_argument("--n-synth", type=int, default=2000,
+                    help="with --split validation: the training run's --n-synth (its last 10%% validate)")
     ap.add_argument("--extractors", default="rules,default",
                     help="comma-separated: rules, default, model directories, or any of those + '+rules'")
     ap.add_argument("--known-values", type=Path, default=None,
@@ -327,8 +352,13 @@ def main(argv: list[str] | None = None) -> int:
         if not SROIE_DIR.exists():
             print(f"no SROIE data at {SROIE_DIR}", file=sys.stderr)
             return 2
-        n = args.n or len(sroie_held_out())
-        samples, fields = iter_sroie(n), list(KEY_TO_FIELD.values())
+        stems = validation_sroie_stems() if args.split == "validation" else sroie_held_out()
+        n = min(args.n or len(stems), len(stems))
+        samples, fields = iter_sroie(n, stems), list(KEY_TO_FIELD.values())
+    elif args.split == "validation":
+        seeds = validation_synth_seeds(args.n_synth)
+        n = min(args.n or len(seeds), len(seeds))
+        samples, fields = iter_synthetic(n, seeds=seeds), list(FIELDS)
     else:
         n = args.n or 100
         samples, fields = iter_synthetic(n, args.first_seed), list(FIELDS)
@@ -338,14 +368,14 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate(samples, extractors, fields, on_sample=lambda i: bar.update(1),
                            ocr_cache=None if args.no_ocr_cache else EVAL_OCR_CACHE, known=known,
                            errors=errors)
-    print_tables(results, f"{args.dataset}: end-to-end per-field precision / recall / F1 ({n} held-out)")
+    print_tables(results, f"{args.dataset}: end-to-end per-field precision / recall / F1 ({n} {args.split})")
     if args.errors and errors is not None:
         write_errors(args.errors, errors)
         print_miss_causes(errors, list(extractors), fields)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"dataset": args.dataset, "n": n, "seconds": time.perf_counter() - t0,
-                                        "results": results}, indent=2))
+        args.out.write_text(json.dumps({"dataset": args.dataset, "split": args.split, "n": n,
+                                        "seconds": time.perf_counter() - t0, "results": results}, indent=2))
     return 0
 
 

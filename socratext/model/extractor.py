@@ -152,7 +152,10 @@ class LayoutModelExtractor:
             bare = cls.from_pretrained(src, device=device, combine=False, **kwargs)
             return CombinedExtractor(bare, RulesExtractor(), threshold=float(spec.get("threshold", 0.5)),
                                      rules_first=tuple(spec.get("rules_first", RULES_FIRST)),
-                                     fill_threshold=float(spec.get("fill_threshold", 0.9)))
+                                     fill_threshold=float(spec.get("fill_threshold", 0.9)),
+                                     trim_fields=tuple(spec.get("trim_fields", ())),
+                                     trim_threshold=(None if spec.get("trim_threshold") is None
+                                                     else float(spec["trim_threshold"])))
         config = AutoConfig.from_pretrained(src)
         model = model_class(config.model_type, config.architectures).from_pretrained(src)
         tokenizer = load_tokenizer(src)
@@ -257,15 +260,24 @@ class CombinedExtractor:
     - Elsewhere the model decides, except that a word whose model probability is below `threshold` takes
       the rules' label when the rules give it one (rules are precise on patterns but blind to layout;
       the model is the opposite).
+    - For the `trim_fields` (by default none), the model may trim the rules' field at its ends: see
+      `trimmed_ends`. Names and addresses are the fields the rules cannot check against a pattern (no
+      checksum, no calendar, no TOTAL keyword), so a stray word the rules take along — a logo read as
+      "is)", "FF", a street name taken for a shop name — is where the model's layout knowledge is worth
+      more than the rules' word.
     """
 
     def __init__(self, model: Any, rules: Any, threshold: float = 0.6,
-                 rules_first: tuple[str, ...] = RULES_FIRST, fill_threshold: float = 0.9) -> None:
+                 rules_first: tuple[str, ...] = RULES_FIRST, fill_threshold: float = 0.9,
+                 trim_fields: tuple[str, ...] = (), trim_threshold: float | None = None) -> None:
         self.model = model
         self.rules = rules
         self.threshold = threshold
         self.fill_threshold = fill_threshold
         self.rules_first = frozenset(rules_first)
+        self.trim_fields = tuple(trim_fields)
+        # as sure to take a word out of a rules field as to fill a field the rules left empty
+        self.trim_threshold = fill_threshold if trim_threshold is None else trim_threshold
         self.name = f"{model.name}+{rules.name}"
         self.version = f"{model.version}+{getattr(rules, 'version', '0')}"
         # a model with rule hints from these very rules (the version it was trained with, labelling with
@@ -289,9 +301,12 @@ class CombinedExtractor:
     def merge(self, m_page: list[WordLabel], r_page: list[WordLabel]) -> list[WordLabel]:
         """One page: the model's and the rules' labels → the combined labels (pure)."""
         found = {r.label for r in r_page} & self.rules_first
+        trimmed = trimmed_ends(m_page, r_page, self.trim_fields, self.trim_threshold)
         row = []
-        for m, r in zip(m_page, r_page, strict=True):
-            if r.label in found:
+        for i, (m, r) in enumerate(zip(m_page, r_page, strict=True)):
+            if i in trimmed:
+                row.append(WordLabel(OTHER, m.probability))
+            elif r.label in found:
                 row.append(r)
             elif m.label in found:
                 row.append(WordLabel(OTHER, m.probability))
@@ -302,6 +317,33 @@ class CombinedExtractor:
             else:
                 row.append(m)
         return row
+
+
+def trimmed_ends(m_page: Sequence[WordLabel], r_page: Sequence[WordLabel], fields: Sequence[str],
+                 threshold: float) -> set[int]:
+    """Indices of the rules' words of each of `fields` that the model takes out (pure).
+
+    In reading order, the field's leading words are dropped while the model calls them "other" with
+    probability at least `threshold`, then its trailing words likewise; a name or an address is printed
+    as one run of text, so the model trims its ends but never punches a hole in the middle (the words
+    it is least sure of there are OCR misreads of real name words, "GARDENTA BAKEBIES"). Every word may
+    go: the rules' "name" was then a stray line, and no name beats a wrong one."""
+    out: set[int] = set()
+    for f in fields:
+        idx = [i for i, r in enumerate(r_page) if r.label == f]
+
+        def sure(i: int) -> bool:
+            return m_page[i].label == OTHER and m_page[i].probability >= threshold
+
+        lo = 0
+        while lo < len(idx) and sure(idx[lo]):
+            lo += 1
+        hi = len(idx)
+        while hi > lo and sure(idx[hi - 1]):
+            hi -= 1
+        out.update(idx[:lo])
+        out.update(idx[hi:])
+    return out
 
 
 class _autocast:
