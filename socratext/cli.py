@@ -29,7 +29,7 @@ def extract(
     files: list[Path] = typer.Argument(..., help="Receipt images (JPEG, PNG, TIFF, ...) or PDFs."),
     model: str = typer.Option(None, "--model", "-m",
                               help="'rules', 'default' (the bundled layout model), a model directory or "
-                                   "a hub id; default: SOCRATEXT_MODEL, else 'rules'."),
+                                   "a hub id; default: SOCRATEXT_MODEL, else 'default'."),
     pretty: bool = typer.Option(False, "--pretty", help="Indented JSON instead of JSON Lines."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Receipts per model micro-batch."),
     progress: bool = typer.Option(None, "--progress/--no-progress",

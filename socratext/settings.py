@@ -40,9 +40,10 @@ class Settings(BaseSettings):
     ocr_tesseract_config: str = "-c tessedit_do_invert=0"
 
     # --- extraction ---
-    # "rules" until a layout model beats it end to end (see socratext/default_model/model_card.md);
-    # "default" is the bundled layout model, or give a model directory / hub id.
-    model: str = "rules"
+    # "default": the bundled layout model combined with the rules — it beats the rules alone end to end on
+    # held-out SROIE and synthetic receipts (socratext/default_model/model_card.md); "rules": the rules
+    # extractor alone (no model to load); or a model directory / hub id.
+    model: str = "default"
     # The model registry (socratext/registry.py): `model` may also be "registry:<name>" (follow the
     # version `current.json` names; workers re-check it every model_poll_s seconds between batches) or
     # "registry:<name>@<version>" (pinned). Empty bucket = s3_bucket. model_poll_s <= 0: no live upgrade

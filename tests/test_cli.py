@@ -75,3 +75,41 @@ def test_pretty_output_is_indented(receipt_files: tuple[list[Path], list[dict]])
     assert res.exit_code == 0
     assert res.stdout.startswith("{\n  ")
     assert json.loads(res.stdout)["receipt_id"]
+
+
+def _right_fields(stdout: str, golds: list[dict]) -> int:
+    recs = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    assert len(recs) == len(golds)
+    return sum(rec["fields"].get(k, {}).get("value") == v
+               for rec, gold in zip(recs, golds, strict=True) for k, v in gold.items())
+
+
+def test_extract_defaults_to_the_bundled_model_combined_with_the_rules(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --model and no SOCRATEXT_MODEL: the bundled model (its labels.json asks for the combination
+    with the rules) serves, keeps the contract, and gets at least the rules' fields right on the bundled
+    samples — the default changed because it beat the rules end to end (its model card)."""
+    from socratext.settings import get_settings
+
+    monkeypatch.delenv("SOCRATEXT_MODEL", raising=False)
+    get_settings.cache_clear()
+    samples = sorted((REPO_ROOT / "socratext" / "samples").glob("sample_*.jpg"))
+    golds = [json.loads(p.with_suffix(".json").read_text(encoding="utf-8"))["fields"] for p in samples]
+    try:
+        res = runner.invoke(app, ["extract", *map(str, samples)])
+    finally:
+        get_settings.cache_clear()
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout.splitlines()[0])
+    assert rec["model"]["name"].endswith("+rules"), rec["model"]
+    meta = json.loads((REPO_ROOT / "socratext" / "default_model" / "labels.json").read_text())
+    assert rec["model"]["version"].startswith(meta["version"] + "+")
+    rules = runner.invoke(app, ["extract", "--model", "rules", *map(str, samples)])
+    assert rules.exit_code == 0, rules.output
+    n_fields = sum(len(g) for g in golds)
+    got, base = _right_fields(res.stdout, golds), _right_fields(rules.stdout, golds)
+    assert got >= base and got >= 0.8 * n_fields, (got, base, n_fields)
+    if CHECKER.exists():
+        chk = subprocess.run([sys.executable, str(CHECKER)], input=res.stdout, text=True,
+                             capture_output=True)
+        assert chk.returncode == 0, chk.stdout
