@@ -26,11 +26,12 @@ from PIL import Image
 from socratext.document import OcrPage
 from socratext.fields import normalize
 from socratext.fields.known import KnownValues
-from training.datasets.common import CACHE_DIR, image_key
+from training.datasets.common import CACHE_DIR, VAL_FRACTION, image_key, split_train_val
 from training.datasets.reconcile import same_value
-from training.datasets.sroie import KEY_TO_FIELD, SROIE_DIR, contract_gold, read_key
+from training.datasets.sroie import KEY_TO_FIELD, SROIE_DIR, contract_gold, read_key, train_stems
 from training.datasets.sroie import held_out_stems as sroie_held_out
 from training.datasets.synthetic import HELD_OUT_SEED as HELD_OUT_SYNTH_SEED
+from training.datasets.synthetic import train_seeds
 
 EVAL_OCR_CACHE = CACHE_DIR / "eval-ocr"
 KNOWN_SUFFIX = "+known"
@@ -48,19 +49,13 @@ class Sample:
     gold: dict[str, str]
 
 
-def validation_sroie_stems(val_fraction: float = 0.1) -> list[str]:
+def validation_sroie_stems(val_fraction: float = VAL_FRACTION) -> list[str]:
     """The SROIE stems `training.train` keeps for validation (never trained on, never held out)."""
-    from training.datasets.common import split_train_val
-    from training.datasets.sroie import train_stems
-
     return split_train_val(train_stems(), val_fraction)[1]
 
 
-def validation_synth_seeds(n_synth: int = 2000, val_fraction: float = 0.1) -> list[int]:
+def validation_synth_seeds(n_synth: int = 2000, val_fraction: float = VAL_FRACTION) -> list[int]:
     """The synthetic seeds `training.train --n-synth N` keeps for validation."""
-    from training.datasets.common import split_train_val
-    from training.datasets.synthetic import train_seeds
-
     return split_train_val(train_seeds(n_synth), val_fraction)[1]
 
 

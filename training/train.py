@@ -61,7 +61,7 @@ from socratext.model.extractor import LayoutModelExtractor, model_class, save_mo
 from socratext.model.hints import enable_rule_hints, rule_hints, uses_rule_hints
 from socratext.model.tokenizer import load_tokenizer, train_wordpiece
 from socratext.settings import REPO_ROOT
-from training.datasets.common import LabeledPage, split_train_val
+from training.datasets.common import VAL_FRACTION, LabeledPage, split_train_val
 from training.datasets.reconcile import TEXT_SIMILARITY
 
 ARCHS = ("layoutlmv3-tiny", "layoutlmv3-mini", "layoutlmv3-small", "layoutlmv2-tiny", "layoutlmv2-small")
@@ -455,7 +455,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="fresh model: the rules' word labels are an input (socratext/model/hints.py)")
     ap.add_argument("--warmup", type=float, default=0.1, help="warmup share of the steps")
     ap.add_argument("--weight-decay", type=float, default=0.01)
-    ap.add_argument("--val-fraction", type=float, default=0.1)
+    ap.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
     ap.add_argument("--patience", type=int, default=3, help="early stopping: evaluations without progress")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time-budget-min", type=float, default=0, help="stop cleanly after N minutes (0: none)")

@@ -201,6 +201,9 @@ def group_lines(boxes: Sequence[Sequence[float]], min_overlap: float = 0.5) -> l
     return [ln["idx"] for ln in lines]
 
 
+VAL_FRACTION = 0.1  # training.train's --val-fraction default; training.evaluate --split validation reads it
+
+
 def split_train_val(items: Sequence[Any], val_fraction: float) -> tuple[list[Any], list[Any]]:
     """Deterministic split: the last `val_fraction` of `items` (in the given order) is validation."""
     k = int(round(len(items) * (1 - val_fraction)))
