@@ -328,13 +328,12 @@ def trimmed_ends(m_page: Sequence[WordLabel], r_page: Sequence[WordLabel], field
     as one run of text, so the model trims its ends but never punches a hole in the middle (the words
     it is least sure of there are OCR misreads of real name words, "GARDENTA BAKEBIES"). Every word may
     go: the rules' "name" was then a stray line, and no name beats a wrong one."""
+    def sure(i: int) -> bool:
+        return m_page[i].label == OTHER and m_page[i].probability >= threshold
+
     out: set[int] = set()
     for f in fields:
         idx = [i for i, r in enumerate(r_page) if r.label == f]
-
-        def sure(i: int) -> bool:
-            return m_page[i].label == OTHER and m_page[i].probability >= threshold
-
         lo = 0
         while lo < len(idx) and sure(idx[lo]):
             lo += 1
