@@ -1,6 +1,6 @@
 """The compute bound: load + OCR + extractor + assembly on the same receipts, in a plain loop in one process.
 
-    .venv/bin/python -m bench.bench_bound --n 30 [--model rules] [--out bench/results/bound.json]
+    .venv/bin/python -m bench.bench_bound --n 30 [--model default|rules|DIR] [--out bench/results/bound.json]
 
 The OCR engine is `settings.ocr_backend` (`SOCRATEXT_OCR_BACKEND=pytesseract` for the program per image).
 
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import write_json
+from socratext.settings import Settings
 
 
 def receipt_blobs(n: int, seed: int) -> list[bytes]:
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--seed", type=int, default=710000)
-    ap.add_argument("--model", default="rules")
+    ap.add_argument("--model", default=Settings().model, help="the service's default unless given")
     ap.add_argument("--out", type=Path, default=Path("bench/results/bound.json"))
     args = ap.parse_args(argv)
 

@@ -47,9 +47,11 @@ PADDINGS = ("max512", "sorted", "bucket64")
 
 
 # --- step 1, here: the events --------------------------------------------------------------------------
-def make_events(n: int, seed: int, out: Path) -> None:
+def make_events(n: int, seed: int, out: Path, with_page_image: bool = True) -> None:
     """OCR `n` synthetic receipts with the real OCR stage; one line per receipt: the OCR event JSON the
-    extraction stage consumes and the JPEG the OCR stage read (for the model's image input)."""
+    extraction stage consumes (with its 224×224 `page_image`, as the OCR agent sends it by default, unless
+    `with_page_image` is False: the extract stage then gives image models one blank sheet) and the JPEG
+    the OCR stage read (for the model-alone measurement's image input)."""
     from socratext.imaging import load_images
     from socratext.pipeline import OcrStage
     from streams.events import UploadEvent, now_iso, ocr_event
@@ -62,10 +64,13 @@ def make_events(n: int, seed: int, out: Path) -> None:
             buf = io.BytesIO()
             generate_receipt(seed + i, degrade=True).image.save(buf, "JPEG", quality=85)
             data = buf.getvalue()
-            result = ocr(load_images(data))[0]
+            image = load_images(data)
+            result = ocr(image)[0]
             up = UploadEvent(receipt_id=f"bench-{seed + i}", bucket="receipts", key=f"bench/{seed + i}.jpg",
                              uploaded_at=now_iso())
-            event = ocr_event(up, result.page, 1, 1, {"ocr": 0.0})
+            # the page image rides along as the OCR agent attaches it (`ocr_event_page_image`, on by default)
+            seen = (getattr(result, "image", None) or image[0]) if with_page_image else None
+            event = ocr_event(up, result.page, 1, 1, {"ocr": 0.0}, seen)
             f.write(json.dumps({"event": event, "jpeg": base64.b64encode(data).decode()}) + "\n")
             print(f"\r{i + 1}/{n} receipts OCR'd", end="", file=sys.stderr, flush=True)
     print(f"\nwrote {out}", file=sys.stderr)
@@ -405,6 +410,8 @@ def main(argv: list[str] | None = None) -> None:
     mk.add_argument("--n", type=int, default=128)
     mk.add_argument("--seed", type=int, default=50_000)
     mk.add_argument("--out", default=".devcarry/events.jsonl")
+    mk.add_argument("--no-page-image", dest="page_image", action="store_false",
+                    help="events without the page image (SOCRATEXT_OCR_EVENT_PAGE_IMAGE=false)")
     rn = sub.add_parser("run", help="measure the model and the extraction stage")
     rn.add_argument("--events", default=".devcarry/events.jsonl")
     rn.add_argument("--receipts", type=int, default=0, help="use only the first N receipts of the file")
@@ -426,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
     rn.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "gpu.json"))
     opts = ap.parse_args(argv)
     if opts.cmd == "make-events":
-        make_events(opts.n, opts.seed, Path(opts.out))
+        make_events(opts.n, opts.seed, Path(opts.out), opts.page_image)
         return
     res = run(opts)
     print(table(res))

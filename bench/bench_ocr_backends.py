@@ -46,6 +46,7 @@ class Variant:
     psm: int = 6
     max_side: int = 1800
     config: str = ""  # extra tesseract variables, `-c name=value ...`; "" = Tesseract's own defaults
+    languages: str = ""  # "" = the settings' (fra+eng)
 
 
 VARIANTS = [
@@ -55,22 +56,26 @@ VARIANTS = [
     Variant("tesserocr-psm4", "tesserocr", psm=4),
     # Tesseract 5 re-reads every line it is unsure of as inverted (white on black) text; receipts have none
     Variant("tesserocr-noinvert", "tesserocr", config="-c tessedit_do_invert=0"),
+    # one language model instead of two: Tesseract re-reads the words it is unsure of with the second one
+    Variant("tesserocr-noinvert-fra", "tesserocr", config="-c tessedit_do_invert=0", languages="fra"),
+    Variant("tesserocr-noinvert-eng", "tesserocr", config="-c tessedit_do_invert=0", languages="eng"),
     Variant("pytesseract-procs2", "pytesseract", workers=2, pool="procs"),
     Variant("tesserocr-procs2", "tesserocr", workers=2, pool="procs"),
     Variant("tesserocr-threads2", "tesserocr", workers=2, pool="threads"),
 ]
 
-_ENGINES: dict[tuple[str, int, int, str], object] = {}  # per process: engines stay loaded between calls
+_ENGINES: dict[tuple[str, int, int, str, str], object] = {}  # per process: engines stay loaded between calls
 
 
 def _engine(v: Variant) -> object:
     from socratext.ocr import make_ocr
     from socratext.settings import Settings
 
-    key = (v.backend, v.psm, v.max_side, v.config)
+    key = (v.backend, v.psm, v.max_side, v.config, v.languages)
     if key not in _ENGINES:
         settings = Settings(ocr_max_side=v.max_side, ocr_backend=v.backend)
-        ocr = make_ocr(settings, psm=v.psm, preprocess=True, extra_config=v.config)
+        ocr = make_ocr(settings, psm=v.psm, preprocess=True, extra_config=v.config,
+                       languages=v.languages or None)
         if type(ocr).__name__ != {"tesserocr": "TesserocrOcr", "pytesseract": "TesseractOcr"}[v.backend]:
             raise SystemExit(f"{v.backend} is not usable here (is tesserocr installed?)")
         _ENGINES[key] = ocr
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         t = tallies[v.name]
         results.append({
             "name": v.name, "backend": v.backend, "workers": v.workers, "pool": v.pool or "none",
-            "psm": v.psm, "max_side": v.max_side, "n_images": t.n,
+            "psm": v.psm, "max_side": v.max_side, "languages": v.languages or "fra+eng", "n_images": t.n,
             "recall": round(t.matched / max(t.n_gt, 1), 4),
             "precision": round(t.matched / max(t.n_ocr, 1), 4),
             "wall_s_per_receipt": round(t.wall_s / max(t.n, 1), 3),

@@ -51,6 +51,7 @@ from bench.stackrun import (
     synthetic_files,
     upload_paced,
 )
+from socratext.settings import Settings
 
 
 def phase(settings: Any, it: Any, files: list[tuple[str, bytes]], rate: float | None,
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ocr-backend", default="", help="pytesseract|tesserocr (default: the setting)")
     ap.add_argument("--env", action="append", default=[], metavar="SOCRATEXT_X=V",
                     help="more worker settings (repeatable), e.g. SOCRATEXT_WORKER_THREADS=3")
-    ap.add_argument("--model", default="rules")
+    ap.add_argument("--model", default=Settings().model, help="the service's default unless given")
     ap.add_argument("--batch-window", type=float, default=0.5)
     ap.add_argument("--bound-n", type=int, default=8, help="receipts for the in-run bound (0: bound.json)")
     ap.add_argument("--no-wall-bound", dest="wall_bound", action="store_false",

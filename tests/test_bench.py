@@ -127,22 +127,69 @@ def test_bench_memory_smoke(stack: Settings, tmp_path: Path) -> None:
     assert all(r["peak_rss_mb"] > 50 and r["extracted"] == 1 for r in rows)
 
 
-@pytest.mark.slow
-def test_bench_gpu_smoke_on_cpu(tmp_path: Path) -> None:
-    """The GPU bench's two steps run here on the CPU with the tiny config: events made with the real OCR
-    stage, then the model and the extraction stage (in a spawned worker process) measured on them."""
-    events, out = tmp_path / "events.jsonl", tmp_path / "gpu.json"
+@pytest.fixture(scope="module")
+def ocr_events(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two OCR events made by bench_gpu's first step with the real OCR stage."""
+    events = tmp_path_factory.mktemp("events") / "events.jsonl"
     _run("bench.bench_gpu", "make-events", "--n", "2", "--out", str(events))
-    assert len(events.read_text().splitlines()) == 2
-    _run("bench.bench_gpu", "run", "--events", str(events), "--config", "tiny", "--device", "cpu", "--sizes",
-         "2", "--windows", "2", "--procs", "1", "--rounds", "1", "--stage-batch", "2", "--model-batch", "2",
-         "--parts", "model,stage", "--out", str(out))
+    return events
+
+
+@pytest.mark.slow
+def test_bench_gpu_smoke_on_cpu(ocr_events: Path, tmp_path: Path) -> None:
+    """The GPU bench's two steps run here on the CPU with the tiny config: events made with the real OCR
+    stage (carrying their page image, as the OCR agent sends them), then the model and the extraction
+    stage (in a spawned worker process) measured on them."""
+    out = tmp_path / "gpu.json"
+    lines = ocr_events.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(x)["event"]["page_image"] for x in lines)
+    _run("bench.bench_gpu", "run", "--events", str(ocr_events), "--config", "tiny", "--device", "cpu",
+         "--sizes", "2", "--windows", "2", "--procs", "1", "--rounds", "1", "--stage-batch", "2",
+         "--model-batch", "2", "--parts", "model,stage", "--out", str(out))
     res = json.loads(out.read_text())
     model, stage = ([r for r in res["rows"] if r["part"] == p] for p in ("model", "stage"))
     assert [(r["batch"], r["precision"], r["padding"]) for r in model] == [(2, "bf16-autocast", "sorted")]
     assert model[0]["rps"] > 0 and res["tokens_per_window"]["mean"] > 2
     assert stage[0]["receipts"] == 2 and stage[0]["events_out"] >= 2
     assert stage[0]["deadletters_in_warmup"] == 0
+
+
+def test_step_clock_times_and_restores() -> None:
+    from types import SimpleNamespace
+
+    from bench.bench_extract_steps import StepClock, patched
+
+    synced: list[int] = []
+    clock = StepClock(sync=lambda: synced.append(1))
+    obj = SimpleNamespace(f=lambda x: x + 1, g=lambda: None)
+    original = obj.f
+    with patched([(obj, "f", "forward", True), (obj, "g", "other", False)], clock):
+        assert obj.f is not original
+        assert obj.f(1) == 2 and obj.f(2) == 3
+        obj.g()
+    assert obj.f is original  # restored
+    assert synced == [1, 1]  # only the step asked to synchronise does
+    assert set(clock.seconds) == {"forward", "other"} and clock.seconds["forward"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["default", "layoutlmv2-tiny"])
+def test_bench_extract_steps_accounts_for_the_stage(ocr_events: Path, tmp_path: Path, model: str) -> None:
+    """Every step the stage runs is timed: the steps add up to the batch's wall time, and the steps the
+    model kind runs (the rules inside the combined default, the image path of LayoutLMv2) are non-zero."""
+    from bench.bench_extract_steps import STEPS
+
+    out = tmp_path / "steps.json"
+    _run("bench.bench_extract_steps", "--events", str(ocr_events), "--model", model, "--device", "cpu",
+         "--stage-batch", "2", "--rounds", "2", "--out", str(out))
+    res = json.loads(out.read_text())
+    ms = res["ms_per_receipt"]
+    assert list(ms) == list(STEPS) and res["receipts"] == 4
+    for step in ("parse", "tokenise", "forward", "merge", "assemble", "serialise"):
+        assert ms[step] > 0, step
+    assert (ms["rules"] > 0) == (model == "default")
+    assert sum(ms.values()) == pytest.approx(res["total_ms_per_receipt"], abs=0.01)
+    assert 0 < res["host_ms_per_receipt"] < res["total_ms_per_receipt"]
 
 
 def test_steady_rps_ignores_the_ramp_and_the_tail() -> None:
