@@ -225,7 +225,8 @@ def _stage_worker(args: dict[str, Any], barrier: Any, results: Any) -> None:
     if args["model"] == "default":
         from socratext.pipeline import DEFAULT_MODEL_DIR
 
-        extractor = LayoutModelExtractor.from_pretrained(DEFAULT_MODEL_DIR, device=str(device), combine=False,
+        # as served: combined with the rules when its labels.json says so (the rules run on every page)
+        extractor = LayoutModelExtractor.from_pretrained(DEFAULT_MODEL_DIR, device=str(device),
                                                          batch_size=args["model_batch"])
     else:
         model = build_model(args["model"], len(tok), tok.pad_token_id or 0, device)
