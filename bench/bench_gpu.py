@@ -7,7 +7,8 @@ Two steps, because the GPU machine has no Tesseract (and this one has no GPU):
     .venv/bin/python -m bench.bench_gpu make-events --n 128 --out .devcarry/events.jsonl
     # on the GPU machine (also runs on CPU with --config tiny, which the tests do)
     python -m bench.bench_gpu run --events .devcarry/events.jsonl [--config base|small|tiny]
-        [--sizes 1,16,64,256] [--procs 1,4,8] [--stage-batch 128] [--out bench/results/gpu.json]
+        [--sizes 1,16,64,256] [--procs 1,4,8] [--threads 1,2] [--stage-batch 128]
+        [--out bench/results/gpu.json]
 
 `run` measures, with random weights (speed does not depend on their values):
 
@@ -18,8 +19,9 @@ Two steps, because the GPU machine has no Tesseract (and this one has no GPU):
 2. **stage**: `streams.agents.extract.process_extract_batch`, the extraction stage's whole job: raw OCR
    events in, output events out (parse, tokenise, model on the GPU, window merge, row smoothing, field
    assembly, JSON), micro-batches of `--stage-batch`, in P worker processes sharing the GPU — how the
-   service scales (one consumer per partition, several per GPU) — aggregate receipts/s. Kafka I/O is not
-   in it: on this stage it is a few kilobytes per receipt.
+   service scales (one consumer per partition, several per GPU) — aggregate receipts/s, with `--threads`
+   T batches at once in each process (the worker's `extract_concurrency`: one batch's Python work
+   overlaps another's model pass). Kafka I/O is not in it: on this stage it is a few kilobytes per receipt.
 3. **agreement**: the bundled default model labels the same pages on the CPU (fp32) and on the GPU (bf16
    autocast, what `LayoutModelExtractor` uses there): share of words with the same label, largest
    probability difference. A GPU that is fast but labels differently would not count.
@@ -36,6 +38,7 @@ import platform
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -236,8 +239,11 @@ def _stage_worker(args: dict[str, Any], barrier: Any, results: Any) -> None:
             set_cpu_threads()
         else:
             set_host_threads_for_gpu()
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args["procs"]))
+    threads = args["threads"]
+    if args["torch_threads"]:
+        torch.set_num_threads(args["torch_threads"])
+    elif device.type == "cpu":  # the cores shared out among the batches running at once
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // (args["procs"] * threads)))
     deps = ExtractDeps(Settings(), extractor)
     raws: list[bytes] = args["raws"]
     sb = args["stage_batch"]
@@ -246,17 +252,16 @@ def _stage_worker(args: dict[str, Any], barrier: Any, results: Any) -> None:
     bad = [o for o in out if o.topic == DEADLETTER]
     barrier.wait()
     t0 = time.perf_counter()
-    n = 0
-    for _ in range(args["rounds"]):
-        for b in batches:
-            n += sum(1 for _ in process_extract_batch(b, deps))
+    # `threads` batches at once, as `extract_concurrency` agents on one model do in a worker
+    with ThreadPoolExecutor(threads) as pool:
+        n = sum(len(o) for o in pool.map(lambda b: process_extract_batch(b, deps), batches * args["rounds"]))
     _sync(device)
     results.put({"start": t0, "end": time.perf_counter(), "receipts": args["rounds"] * len(raws),
                  "events_out": n, "deadletters": len(bad)})
 
 
 def measure_stage(raws: list[bytes], model: str, procs: int, stage_batch: int, model_batch: int, rounds: int,
-                  device: str) -> dict[str, Any]:
+                  device: str, threads: int = 1, torch_threads: int = 0) -> dict[str, Any]:
     """Aggregate receipts/s of `procs` extraction worker processes, each with its own copy of the events
     (as if each consumed its own partition), all started together after their warm-up."""
     import multiprocessing as mp
@@ -265,7 +270,8 @@ def measure_stage(raws: list[bytes], model: str, procs: int, stage_batch: int, m
     barrier = ctx.Barrier(procs + 1)
     results = ctx.Queue()
     args = {"raws": raws, "model": model, "procs": procs, "stage_batch": stage_batch,
-            "model_batch": model_batch, "rounds": rounds, "device": device}
+            "model_batch": model_batch, "rounds": rounds, "device": device, "threads": threads,
+            "torch_threads": torch_threads}
     ps = [ctx.Process(target=_stage_worker, args=(args, barrier, results)) for _ in range(procs)]
     for p in ps:
         p.start()
@@ -276,7 +282,8 @@ def measure_stage(raws: list[bytes], model: str, procs: int, stage_batch: int, m
     start = min(g["start"] for g in got)
     end = max(g["end"] for g in got)
     receipts = sum(g["receipts"] for g in got)
-    return {"part": "stage", "model": model, "procs": procs, "stage_batch": stage_batch,
+    return {"part": "stage", "model": model, "procs": procs, "threads": threads,
+            "torch_threads": torch_threads or "auto", "stage_batch": stage_batch,
             "model_batch": model_batch, "receipts": receipts, "wall_s": round(end - start, 3),
             "rps": round(receipts / (end - start), 1),
             "events_out": sum(g["events_out"] for g in got),
@@ -377,8 +384,9 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         torch.cuda.empty_cache()
     for procs in _ints(opts.procs) if "stage" in parts else []:
         for model_name in (opts.config, "default") if opts.stage_default else (opts.config,):
-            save(measure_stage(raws, model_name, procs, opts.stage_batch, opts.model_batch, opts.rounds,
-                               str(device)))
+            for threads in _ints(opts.threads):
+                save(measure_stage(raws, model_name, procs, opts.stage_batch, opts.model_batch, opts.rounds,
+                                   str(device), threads, opts.torch_threads))
     if device.type == "cuda" and "agree" in parts:
         save(agreement(raws))
     if "variants" in parts:
@@ -396,7 +404,8 @@ def table(res: dict[str, Any]) -> str:
             lines.append(f"model  batch {r['batch']:>4}  {r['precision']:<14} {r['padding']:<8} "
                          f"{r['rps']:>9.1f} receipts/s  ({r['padded_tokens_per_window']} tokens/window)")
         elif r["part"] == "stage":
-            lines.append(f"stage  {r['model']:<8} procs {r['procs']:>2}  stage batch {r['stage_batch']:>4}  "
+            lines.append(f"stage  {r['model']:<8} procs {r['procs']:>2} x {r.get('threads', 1)} at once  "
+                         f"stage batch {r['stage_batch']:>4}  "
                          f"{r['rps']:>9.1f} receipts/s  ({r['receipts']} receipts in {r['wall_s']} s)")
         else:
             lines.append(f"agree  {r['model']}: {r['same_label']:.4%} of {r['words']} words same label on "
@@ -427,6 +436,10 @@ def main(argv: list[str] | None = None) -> None:
     rn.add_argument("--stage-batch", type=int, default=128)
     rn.add_argument("--model-batch", type=int, default=64)
     rn.add_argument("--rounds", type=int, default=2)
+    rn.add_argument("--threads", default="1",
+                    help="batches at once per worker process (extract_concurrency), e.g. 1,2")
+    rn.add_argument("--torch-threads", type=int, default=0,
+                    help="intra-op threads per process (0: 1 on a GPU, the cores shared out on a CPU)")
     rn.add_argument("--parts", default="model,stage,agree,variants",
                     help="model: the serving precision and padding; stage; agree: CPU/GPU agreement; "
                          "variants: the other precisions and paddings")

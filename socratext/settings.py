@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     # pixels (LayoutLMv2's visual backbone); without it they see a blank sheet.
     ocr_event_page_image: bool = True
     ocr_concurrency: int = 0  # receipts OCR'd at once per worker; 0 = one per core (1.9x on 2 cores)
+    # Micro-batches extracted at once per worker (agent instances sharing the model): with 2, one batch's
+    # Python work overlaps the other's model pass, which runs without the GIL. One process's extraction
+    # stage on 2 CPU cores, 2 vs 1 (bench.bench_gpu --threads, bench/results/stage_threads_cpu*.json):
+    # 1.03-1.07x for the default model with torch's threads on both cores, 1.4x with one intra-op thread
+    # (a GPU worker's setting: there the overlap is host work against the GPU's). Each adds one batch of
+    # memory; 1 = one batch after the other.
+    extract_concurrency: int = 2
     commit_every: int = 10
     commit_interval_s: float = 1.0
     kafka_session_timeout_s: float = 10.0

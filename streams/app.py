@@ -117,7 +117,8 @@ def create_app(settings: Settings | None = None, stage: str = "all", runtime: Ru
 
         runtime.ready["extract"] = False
         build = runtime.once("extract", lambda: extract.build_extract_deps(settings, runtime.metrics))
-        extract.register(app, topics, build, runtime.executor, settings.batch_size, settings.batch_window_s)
+        extract.register(app, topics, build, runtime.executor, settings.batch_size, settings.batch_window_s,
+                         concurrency=max(1, int(settings.extract_concurrency)))
     return app
 
 

@@ -72,9 +72,9 @@ def test_watcher_loads_a_new_current_and_swap_updates_the_metric() -> None:
     reg.cur = "v2"
     w.pending = w.check()
     assert deps.extractor.version == "v1", "loading does not swap"
-    deps.busy = True
-    assert not deps.swap() and deps.extractor.version == "v1", "never inside a batch"
-    deps.busy = False
+    deps.in_flight = 1
+    assert deps.busy and not deps.swap() and deps.extractor.version == "v1", "never inside a batch"
+    deps.in_flight = 0
     assert deps.swap() and deps.extractor.version == "v2" and w.version == "v2" and w.pending is None
     reg_ = metrics.registry
     assert reg_.get_sample_value("socratext_model_info", {"name": "m", "version": "v2"}) == 1
@@ -129,14 +129,14 @@ def test_watch_model_polls_in_the_executor_and_swaps_when_idle() -> None:
         with ThreadPoolExecutor(1) as pool:
             task = asyncio.ensure_future(watch_model(deps, pool))
             try:
-                deps.busy = True  # a batch is running: the new model waits
+                deps.in_flight = 1  # a batch is running: the new model waits
                 reg.cur = "v2"
                 for _ in range(100):
                     await asyncio.sleep(0.02)
                     if w.pending is not None:
                         break
                 assert w.pending is not None and deps.extractor.version == "v1"
-                deps.busy = False
+                deps.in_flight = 0
                 for _ in range(100):
                     await asyncio.sleep(0.02)
                     if deps.extractor.version == "v2":
@@ -144,6 +144,51 @@ def test_watch_model_polls_in_the_executor_and_swaps_when_idle() -> None:
                 assert deps.extractor.version == "v2"
             finally:
                 task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_pending_model_waits_for_the_batches_in_flight_then_serves_the_next_one() -> None:
+    """With two agents on one model (extract_concurrency 2), a steady load always has a batch running
+    somewhere: the agent about to start a batch waits for the others to finish, then swaps, so the new
+    model is served from the next batch on instead of never."""
+    reg = FakeRegistry("v1")
+    w = _watcher(reg)
+    deps = ExtractDeps(Settings(), w.load_current(), watcher=w)
+
+    async def scenario() -> None:
+        await deps.before_batch()  # nothing pending: no wait, no swap
+        assert deps.extractor.version == "v1"
+        reg.cur = "v2"
+        w.pending = w.check()
+        deps.in_flight = 1  # the other agent's batch
+        waiting = asyncio.ensure_future(deps.before_batch())
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and deps.extractor.version == "v1", "not while a batch runs"
+        deps.in_flight = 0  # it finished
+        await asyncio.wait_for(waiting, 1.0)
+        assert deps.extractor.version == "v2" and w.pending is None
+
+    asyncio.run(scenario())
+
+
+def test_watchers_run_once_for_all_agents_and_stop_with_the_last() -> None:
+    reg = FakeRegistry("v1")
+    w = _watcher(reg)
+    deps = ExtractDeps(Settings(), w.load_current(), watcher=w)
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            deps.agent_started(pool)
+            (task,) = deps._watch_tasks
+            deps.agent_started(pool)  # a second agent instance: no second watcher
+            assert deps._watch_tasks == [task] and deps.agents == 2
+            deps.agent_stopped()
+            await asyncio.sleep(0)
+            assert not task.done(), "one agent still runs"
+            deps.agent_stopped()
+            await asyncio.sleep(0)
+            assert task.cancelled() and deps._watch_tasks == []
 
     asyncio.run(scenario())
 

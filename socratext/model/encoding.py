@@ -81,8 +81,12 @@ def tokenize_words(tokenizer: PreTrainedTokenizerBase, words: Sequence[str]) -> 
     if not words:
         return out
     backend = tokenizer.backend_tokenizer  # fast tokenizers only: they report word ids
-    backend.no_truncation()
-    backend.no_padding()
+    # Changing these borrows the Rust tokenizer mutably, which fails ("Already borrowed") while another
+    # thread encodes with it (extraction agents share one model): change them once, only when set.
+    if backend.truncation is not None:
+        backend.no_truncation()
+    if backend.padding is not None:
+        backend.no_padding()
     enc = backend.encode(list(words), is_pretokenized=True, add_special_tokens=False)
     for tid, wid in zip(enc.ids, enc.word_ids, strict=True):
         if wid is not None:

@@ -175,13 +175,21 @@ class ExtractDeps:
     assemble: Callable[..., Receipt] = field(default_factory=_default_assemble)
     metrics: StreamMetrics | None = None
     watcher: ModelWatcher | None = None
-    busy: bool = False  # a batch is being processed (set by the agent, on the event loop)
+    in_flight: int = 0  # batches being processed (counted by the agents, on the event loop)
     known: KnownValues | None = None  # reviewed names and addresses used at assembly (socratext.fields.known)
     known_watcher: KnownValuesWatcher | None = None
+    agents: int = 0  # agent instances running on these deps (extract_concurrency)
+    _watch_tasks: list[asyncio.Future[Any]] = field(default_factory=list, init=False, repr=False)
+
+    @property
+    def busy(self) -> bool:
+        """A batch is being processed: a new model waits."""
+        return self.in_flight > 0
 
     def swap(self) -> bool:
-        """Serve the watcher's pending model, if any. Called only between batches (the event loop thread
-        is the only writer, so a batch never sees two models). Returns True when the model changed."""
+        """Serve the watcher's pending model, if any. Called only between batches, when none is in
+        flight (the event loop thread is the only writer, so a batch never sees two models and the old
+        one is not in use when it is let go). Returns True when the model changed."""
         w = self.watcher
         if w is None or w.pending is None or self.busy:
             return False
@@ -193,6 +201,32 @@ class ExtractDeps:
         log.info("model switched: %s %s -> %s %s", old.name, old.version, new.name, new.version,
                  extra={"stage": STAGE})
         return True
+
+    async def before_batch(self) -> None:
+        """Swap in a pending model before the next batch. With several agents on these deps, batches of
+        the others may be in flight: wait for them (not starting a new one meanwhile) rather than let a
+        steady load, which always has a batch running somewhere, hold the new model back for ever."""
+        w = self.watcher
+        while w is not None and w.pending is not None and self.busy:
+            await asyncio.sleep(0.005)
+        self.swap()
+
+    def agent_started(self, executor: Executor) -> None:
+        """The first agent instance on these deps starts the model and known-values watchers."""
+        self.agents += 1
+        if self.agents == 1:
+            self._watch_tasks = [asyncio.ensure_future(watch(self, executor))
+                                 for watch, wanted in ((watch_model, self.watcher),
+                                                       (watch_known_values, self.known_watcher))
+                                 if wanted is not None]
+
+    def agent_stopped(self) -> None:
+        """The last agent instance to stop stops the watchers."""
+        self.agents -= 1
+        if self.agents == 0:
+            for task in self._watch_tasks:
+                task.cancel()
+            self._watch_tasks = []
 
 
 def build_extract_deps(settings: Settings, metrics: StreamMetrics | None) -> ExtractDeps:
@@ -361,35 +395,36 @@ def process_extract_batch(raws: list[bytes], deps: ExtractDeps,
 
 
 def register(app: Any, topics: dict[str, Any], deps: Callable[[], ExtractDeps], executor: Executor,
-             batch_size: int, batch_window_s: float) -> Any:
+             batch_size: int, batch_window_s: float, concurrency: int = 1) -> Any:
     """Attach the stage-2 agent to a Faust app; the extractor is loaded (in the executor) when it starts.
 
     `take_events` is `stream.take` with the events instead of the bare values (we keep their offsets for
     the dead letters). Faust acks a batch's events when control comes back to `take` for the next batch;
     the batch's results are published and their delivery awaited before that.
+
+    `concurrency` agent instances share the extractor, each with its own micro-batches (Faust commits an
+    offset only once every event below it is acked, so at-least-once holds). Two overlap one batch's
+    host work (parsing, tokenising, rules, assembly: Python, under the GIL) with the other's model pass
+    (torch releases the GIL, on the CPU as while it waits for a GPU): `settings.extract_concurrency`.
     """
 
-    @app.agent(topics[OCR], name="socratext.extract")
+    @app.agent(topics[OCR], name="socratext.extract", concurrency=concurrency)
     async def extract_agent(stream: Any) -> None:
         loop = asyncio.get_running_loop()
         d = await loop.run_in_executor(executor, deps)
-        watcher = asyncio.ensure_future(watch_model(d, executor)) if d.watcher is not None else None
-        known = (asyncio.ensure_future(watch_known_values(d, executor)) if d.known_watcher is not None
-                 else None)
+        d.agent_started(executor)
         try:
             async for events in stream.take_events(batch_size, within=batch_window_s):
-                d.swap()  # between batches only: one batch, one model
+                await d.before_batch()  # between batches only: one batch, one model
                 raws = [e.value for e in events]
                 origins = [Origin(e.message.topic, e.message.partition, e.message.offset) for e in events]
-                d.busy = True
+                d.in_flight += 1
                 try:
                     outs = await loop.run_in_executor(executor, process_extract_batch, raws, d, origins)
                     await publish(outs, topics)  # before take() acks the batch
                 finally:
-                    d.busy = False
+                    d.in_flight -= 1
         finally:
-            for task in (watcher, known):
-                if task is not None:
-                    task.cancel()
+            d.agent_stopped()
 
     return extract_agent
