@@ -7,7 +7,7 @@ Two steps, because the GPU machine has no Tesseract (and this one has no GPU):
     .venv/bin/python -m bench.bench_gpu make-events --n 128 --out .devcarry/events.jsonl
     # on the GPU machine (also runs on CPU with --config tiny, which the tests do)
     python -m bench.bench_gpu run --events .devcarry/events.jsonl [--config base|small|tiny]
-        [--sizes 1,16,64,256] [--procs 1,4,8] [--threads 1,2] [--stage-batch 128]
+        [--sizes 1,16,64,256] [--procs 1,4,8] [--threads 1,2] [--mps] [--stage-batch 128]
         [--out bench/results/gpu.json]
 
 `run` measures, with random weights (speed does not depend on their values):
@@ -21,7 +21,8 @@ Two steps, because the GPU machine has no Tesseract (and this one has no GPU):
    assembly, JSON), micro-batches of `--stage-batch`, in P worker processes sharing the GPU — how the
    service scales (one consumer per partition, several per GPU) — aggregate receipts/s, with `--threads`
    T batches at once in each process (the worker's `extract_concurrency`: one batch's Python work
-   overlaps another's model pass). Kafka I/O is not in it: on this stage it is a few kilobytes per receipt.
+   overlaps another's model pass), and with `--mps` under CUDA MPS (`mps_daemon`). Kafka I/O is not in
+   it: on this stage it is a few kilobytes per receipt.
 3. **agreement**: the bundled default model labels the same pages on the CPU (fp32) and on the GPU (bf16
    autocast, what `LayoutModelExtractor` uses there): share of words with the same label, largest
    probability difference. A GPU that is fast but labels differently would not count.
@@ -35,10 +36,15 @@ import io
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +296,39 @@ def measure_stage(raws: list[bytes], model: str, procs: int, stage_batch: int, m
             "deadletters_in_warmup": sum(g["deadletters"] for g in got)}
 
 
+@contextmanager
+def mps_daemon(enabled: bool, device: Any) -> Iterator[bool]:
+    """CUDA MPS for the stage's worker processes, started for the run in a private directory and stopped
+    after it. Without MPS, processes sharing a GPU get time slices of it one after the other; under MPS
+    their kernels share the GPU at once, through one server context. The workers are spawned after this
+    starts and inherit CUDA_MPS_PIPE_DIRECTORY, which makes them its clients; nothing of the GPU's own
+    settings changes (compute mode, MIG)."""
+    if not enabled:
+        yield False
+        return
+    if device.type != "cuda":
+        raise SystemExit("--mps needs a CUDA device")
+    exe = shutil.which("nvidia-cuda-mps-control")
+    if exe is None:
+        raise SystemExit("--mps: nvidia-cuda-mps-control is not on PATH (it comes with the NVIDIA driver)")
+    root = Path(tempfile.mkdtemp(prefix="socratext-mps-"))
+    env = {"CUDA_MPS_PIPE_DIRECTORY": str(root / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(root / "log")}
+    for d in env.values():
+        Path(d).mkdir()
+    subprocess.run([exe, "-d"], env={**os.environ, **env}, check=True, timeout=30)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield True
+    finally:
+        subprocess.run([exe], input="quit\n", text=True, env={**os.environ, **env}, timeout=60, check=False)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 # --- agreement -------------------------------------------------------------------------------------------
 def agreement(raws: list[bytes]) -> dict[str, Any]:
     """The default model on CPU (fp32) vs the GPU (bf16 autocast) on the same pages."""
@@ -382,11 +421,13 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     model.cpu()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    for procs in _ints(opts.procs) if "stage" in parts else []:
-        for model_name in (opts.config, "default") if opts.stage_default else (opts.config,):
-            for threads in _ints(opts.threads):
-                save(measure_stage(raws, model_name, procs, opts.stage_batch, opts.model_batch, opts.rounds,
-                                   str(device), threads, opts.torch_threads))
+    with mps_daemon(opts.mps and "stage" in parts, device) as mps:
+        for procs in _ints(opts.procs) if "stage" in parts else []:
+            for model_name in (opts.config, "default") if opts.stage_default else (opts.config,):
+                for threads in _ints(opts.threads):
+                    row = measure_stage(raws, model_name, procs, opts.stage_batch, opts.model_batch,
+                                        opts.rounds, str(device), threads, opts.torch_threads)
+                    save({**row, "mps": mps})
     if device.type == "cuda" and "agree" in parts:
         save(agreement(raws))
     if "variants" in parts:
@@ -404,7 +445,8 @@ def table(res: dict[str, Any]) -> str:
             lines.append(f"model  batch {r['batch']:>4}  {r['precision']:<14} {r['padding']:<8} "
                          f"{r['rps']:>9.1f} receipts/s  ({r['padded_tokens_per_window']} tokens/window)")
         elif r["part"] == "stage":
-            lines.append(f"stage  {r['model']:<8} procs {r['procs']:>2} x {r.get('threads', 1)} at once  "
+            lines.append(f"stage  {r['model']:<8} procs {r['procs']:>2} x {r.get('threads', 1)} at once"
+                         f"{' (MPS)' if r.get('mps') else ''}  "
                          f"stage batch {r['stage_batch']:>4}  "
                          f"{r['rps']:>9.1f} receipts/s  ({r['receipts']} receipts in {r['wall_s']} s)")
         else:
@@ -438,6 +480,8 @@ def main(argv: list[str] | None = None) -> None:
     rn.add_argument("--rounds", type=int, default=2)
     rn.add_argument("--threads", default="1",
                     help="batches at once per worker process (extract_concurrency), e.g. 1,2")
+    rn.add_argument("--mps", action="store_true",
+                    help="run the stage's worker processes under CUDA MPS (started and stopped here)")
     rn.add_argument("--torch-threads", type=int, default=0,
                     help="intra-op threads per process (0: 1 on a GPU, the cores shared out on a CPU)")
     rn.add_argument("--parts", default="model,stage,agree,variants",

@@ -154,6 +154,19 @@ def test_bench_gpu_smoke_on_cpu(ocr_events: Path, tmp_path: Path) -> None:
     assert stage[0]["deadletters_in_warmup"] == 0
 
 
+def test_mps_is_refused_without_a_gpu_and_a_no_op_when_not_asked() -> None:
+    import torch
+
+    from bench.bench_gpu import mps_daemon
+
+    env = dict(os.environ)
+    with mps_daemon(False, torch.device("cpu")) as on:
+        assert on is False
+    with pytest.raises(SystemExit, match="needs a CUDA device"), mps_daemon(True, torch.device("cpu")):
+        pass
+    assert dict(os.environ) == env
+
+
 def test_step_clock_times_and_restores() -> None:
     from types import SimpleNamespace
 
