@@ -90,6 +90,22 @@ def test_bench_ocr_backends_smoke(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not tesserocr_backend.available(), reason="tesserocr not installed")
+def test_bench_ocr_backends_on_french_synthetic_receipts(tmp_path: Path) -> None:
+    """The OCR bench also reads French receipts (synthetic ones: no French scan is at hand), one language
+    model against the default two, recall measured against the generator's own words."""
+    out = tmp_path / "ocr_fr.json"
+    _run("bench.bench_ocr_backends", "--dataset", "synthetic", "--n", "2", "--chunk", "2", "--variants",
+         "tesserocr-noinvert,tesserocr-noinvert-fra", "--out", str(out))
+    res = json.loads(out.read_text())
+    assert res["dataset"].startswith("synthetic French") and res["n_images"] == 2
+    rows = {r["name"]: r for r in res["results"]}
+    assert rows["tesserocr-noinvert-fra"]["languages"] == "fra"
+    assert rows["tesserocr-noinvert"]["languages"] == "fra+eng"
+    assert all(0.5 < r["recall"] <= 1 for r in rows.values())  # printed text, lightly degraded
+
+
+@pytest.mark.slow
 def test_bench_batching_smoke(tmp_path: Path) -> None:
     out = tmp_path / "batching.json"
     _run("bench.bench_batching", "--n", "2", "--model", "rules", "--sizes", "1,2", "--windows", "0.1,0.5",
