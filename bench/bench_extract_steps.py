@@ -75,22 +75,15 @@ def load_extractor(model: str, device: str) -> Any:
     model combined with the rules, "rules" the rules alone, or a model directory; "layoutlmv2-base" (or
     -small, -tiny) is bench_gpu's LayoutLMv2 of that size with random weights, which looks at the page
     image (speed does not depend on the weights' values)."""
-    import torch
-
-    from socratext.model.extractor import LayoutModelExtractor, resolve_device, set_cpu_threads
+    from socratext.model.extractor import resolve_device
     from socratext.pipeline import load_extractor as service_extractor
     from socratext.settings import Settings
 
     if not model.startswith("layoutlmv2-"):
         return service_extractor(model, Settings(device=device))
-    from bench.bench_gpu import build_model, default_tokenizer
+    from bench.bench_gpu import random_layoutlmv2_extractor
 
-    dev = torch.device(resolve_device(device))
-    tok = default_tokenizer()
-    net = build_model(model.removeprefix("layoutlmv2-"), len(tok), tok.pad_token_id or 0, dev)
-    if dev.type == "cpu":
-        set_cpu_threads()
-    return LayoutModelExtractor(net, tok, name=model, device=dev)
+    return random_layoutlmv2_extractor(model.removeprefix("layoutlmv2-"), resolve_device(device))
 
 
 def targets_for(extractor: Any) -> list[tuple[Any, str, str, bool]]:

@@ -125,6 +125,21 @@ def build_model(config_name: str, vocab_size: int, pad_id: int, device: Any) -> 
     return model.eval()
 
 
+def random_layoutlmv2_extractor(config_name: str, device: Any, batch_size: int = 8) -> Any:
+    """A `LayoutModelExtractor` over `build_model(config_name)` with the bundled tokenizer, its host threads
+    set as `LayoutModelExtractor.from_pretrained` sets them for the device."""
+    from socratext.model.extractor import LayoutModelExtractor, set_cpu_threads, set_host_threads_for_gpu
+
+    tok = default_tokenizer()
+    model = build_model(config_name, len(tok), tok.pad_token_id or 0, device)
+    if device.type == "cpu":
+        set_cpu_threads()
+    else:
+        set_host_threads_for_gpu()
+    return LayoutModelExtractor(model, tok, name=f"layoutlmv2-{config_name}", device=device,
+                                batch_size=batch_size)
+
+
 def default_tokenizer() -> Any:
     from socratext.model.tokenizer import load_tokenizer
     from socratext.pipeline import DEFAULT_MODEL_DIR
@@ -224,13 +239,12 @@ def _stage_worker(args: dict[str, Any], barrier: Any, results: Any) -> None:
     `process_extract_batch` `rounds` times after a warm-up, report its busy interval."""
     import torch
 
-    from socratext.model.extractor import LayoutModelExtractor, set_cpu_threads, set_host_threads_for_gpu
+    from socratext.model.extractor import LayoutModelExtractor
     from socratext.settings import Settings
     from streams.agents.extract import ExtractDeps, process_extract_batch
     from streams.topics import DEADLETTER
 
     device = torch.device(args["device"])
-    tok = default_tokenizer()
     if args["model"] == "default":
         from socratext.pipeline import DEFAULT_MODEL_DIR
 
@@ -238,13 +252,7 @@ def _stage_worker(args: dict[str, Any], barrier: Any, results: Any) -> None:
         extractor = LayoutModelExtractor.from_pretrained(DEFAULT_MODEL_DIR, device=str(device),
                                                          batch_size=args["model_batch"])
     else:
-        model = build_model(args["model"], len(tok), tok.pad_token_id or 0, device)
-        extractor = LayoutModelExtractor(model, tok, name=f"layoutlmv2-{args['model']}", device=device,
-                                         batch_size=args["model_batch"])
-        if device.type == "cpu":  # as from_pretrained does
-            set_cpu_threads()
-        else:
-            set_host_threads_for_gpu()
+        extractor = random_layoutlmv2_extractor(args["model"], device, args["model_batch"])
     threads = args["threads"]
     if args["torch_threads"]:
         torch.set_num_threads(args["torch_threads"])
