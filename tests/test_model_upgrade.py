@@ -62,6 +62,13 @@ def _watcher(reg: FakeRegistry, broken: set[str] = frozenset(), clock=time.monot
     return w
 
 
+def _serving_v1() -> tuple[FakeRegistry, ModelWatcher, ExtractDeps]:
+    """A registry whose current version is v1, its watcher, and extraction deps serving v1."""
+    reg = FakeRegistry("v1")
+    w = _watcher(reg)
+    return reg, w, ExtractDeps(Settings(), w.load_current(), watcher=w)
+
+
 def test_watcher_loads_a_new_current_and_swap_updates_the_metric() -> None:
     reg = FakeRegistry("v1")
     w = _watcher(reg)
@@ -108,9 +115,7 @@ def test_events_name_the_model_of_their_batch(tmp_path: Path) -> None:
     up = parse_upload(dumps({"schema_version": 1, "receipt_id": "r-1", "bucket": "receipts",
                              "key": "k.jpg", "uploaded_at": "2026-11-26T00:00:00Z"}))[0]
     raw = dumps(ocr_event(up, OcrPage([Word("TOTAL", (0, 0, 10, 10))], 100, 100), 1, 1, {}))
-    reg = FakeRegistry("v1")
-    w = _watcher(reg)
-    deps = ExtractDeps(Settings(), w.load_current(), watcher=w)
+    reg, w, deps = _serving_v1()
     (first,) = [o for o in process_extract_batch([raw], deps) if o.topic == "extracted"]
     reg.cur = "v2"
     w.pending = w.check()
@@ -121,9 +126,7 @@ def test_events_name_the_model_of_their_batch(tmp_path: Path) -> None:
 
 
 def test_watch_model_polls_in_the_executor_and_swaps_when_idle() -> None:
-    reg = FakeRegistry("v1")
-    w = _watcher(reg)
-    deps = ExtractDeps(Settings(), w.load_current(), watcher=w)
+    reg, w, deps = _serving_v1()
 
     async def scenario() -> None:
         with ThreadPoolExecutor(1) as pool:
@@ -152,9 +155,7 @@ def test_a_pending_model_waits_for_the_batches_in_flight_then_serves_the_next_on
     """With two agents on one model (extract_concurrency 2), a steady load always has a batch running
     somewhere: the agent about to start a batch waits for the others to finish, then swaps, so the new
     model is served from the next batch on instead of never."""
-    reg = FakeRegistry("v1")
-    w = _watcher(reg)
-    deps = ExtractDeps(Settings(), w.load_current(), watcher=w)
+    reg, w, deps = _serving_v1()
 
     async def scenario() -> None:
         await deps.before_batch()  # nothing pending: no wait, no swap
@@ -173,9 +174,7 @@ def test_a_pending_model_waits_for_the_batches_in_flight_then_serves_the_next_on
 
 
 def test_watchers_run_once_for_all_agents_and_stop_with_the_last() -> None:
-    reg = FakeRegistry("v1")
-    w = _watcher(reg)
-    deps = ExtractDeps(Settings(), w.load_current(), watcher=w)
+    _, _, deps = _serving_v1()
 
     async def scenario() -> None:
         with ThreadPoolExecutor(1) as pool:
