@@ -112,6 +112,8 @@ def targets_for(extractor: Any) -> list[tuple[Any, str, str, bool]]:
 
 
 def measure(raws: list[bytes], model: str, device: str, stage_batch: int, rounds: int) -> dict[str, Any]:
+    """Run the events through `process_extract_batch` `rounds` times (after one warm-up batch) with every
+    step timed; ms per receipt by step, the host part and the one-process ceiling it implies."""
     import torch
 
     from socratext.settings import Settings
