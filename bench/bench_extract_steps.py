@@ -116,6 +116,7 @@ def measure(raws: list[bytes], model: str, device: str, stage_batch: int, rounds
     step timed; ms per receipt by step, the host part and the one-process ceiling it implies."""
     import torch
 
+    from socratext.fields.normalize import clear_caches
     from socratext.settings import Settings
     from streams.agents.extract import ExtractDeps, process_extract_batch
 
@@ -132,6 +133,7 @@ def measure(raws: list[bytes], model: str, device: str, stage_batch: int, rounds
     with patched(targets_for(extractor), clock):
         t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(rounds):
+            clear_caches()  # each round reads the receipts afresh, as the service reads new ones
             for b in batches:
                 process_extract_batch(b, deps)
                 n += len(b)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 BoxT = tuple[int, int, int, int]
 
 
@@ -56,7 +58,15 @@ class OcrPage:
     height: int
 
     def norm_boxes(self) -> list[BoxT]:
-        return [normalize_box(w.box, self.width, self.height) for w in self.words]
+        """Every word's `normalize_box`, computed for the whole page at once: the same float operations
+        (`1000 * x / width`, round half to even, clamp) as one box at a time, 4-5x faster, and the
+        extraction stage does this for every page on its one host thread (bench/bench_extract_steps.py)."""
+        if not self.words:
+            return []
+        scaled = np.array([w.box for w in self.words], dtype=np.int64) * 1000
+        size = np.array([max(self.width, 1), max(self.height, 1)] * 2, dtype=np.int64)
+        grid = np.clip(np.rint(scaled / size), 0, 1000).astype(np.int64)
+        return list(map(tuple, grid.tolist()))
 
     def lines(self) -> list[list[int]]:
         """Word indices grouped by `line_id`, lines in order of first appearance (reading order)."""

@@ -274,8 +274,11 @@ def _parse_s3_notification(doc: dict[str, Any], allowed: frozenset[str]) -> list
     return out
 
 
-def parse_ocr(raw: bytes) -> OcrEvent:
-    """Parse a `receipts.ocr` value (produced by stage 1, but still checked: topics are shared)."""
+def parse_ocr(raw: bytes, *, decode_image: bool = True) -> OcrEvent:
+    """Parse a `receipts.ocr` value (produced by stage 1, but still checked: topics are shared).
+
+    `decode_image=False` (an extractor that never looks at pixels) checks the `page_image`'s form and
+    header but leaves its pixels undecoded: `image` is then None, `page_image` still passed on."""
     doc = load_json(raw)
     if not isinstance(doc, dict):
         raise SocratextError(MALFORMED_EVENT, f"event is a JSON {type(doc).__name__}, not an object")
@@ -294,7 +297,7 @@ def parse_ocr(raw: bytes) -> OcrEvent:
             from None
     _check_page_size(page)
     raw_image = doc.get("page_image")
-    image = parse_page_image(raw_image) if raw_image is not None else None
+    image = parse_page_image(raw_image, decode=decode_image) if raw_image is not None else None
     return OcrEvent(receipt_id, dict(source), uploaded_at, page, page_number, page_count, timings, image,
                     raw_image)
 
@@ -311,8 +314,10 @@ def page_image(img: Any) -> dict[str, Any]:
             "data": base64.b64encode(buf.getvalue()).decode("ascii")}
 
 
-def parse_page_image(doc: Any) -> Any:
-    """`page_image` → RGB PIL image; anything else than a small JPEG/PNG in base64 is a malformed event."""
+def parse_page_image(doc: Any, *, decode: bool = True) -> Any:
+    """`page_image` → RGB PIL image; anything else than a small JPEG/PNG in base64 is a malformed event.
+    `decode=False`: the same checks of form, base64, image header and size, but no pixels decoded
+    (returns None): most of the cost, for a model that would not look at them."""
     from PIL import Image, UnidentifiedImageError
 
     if not isinstance(doc, dict) or doc.get("media_type") not in ("image/jpeg", "image/png") \
@@ -325,7 +330,7 @@ def parse_page_image(doc: Any) -> Any:
         if max(img.size) > MAX_PAGE_IMAGE_SIDE:  # read from the header: refused before decoding pixels
             raise SocratextError(MALFORMED_EVENT, f"page_image is {img.size[0]}x{img.size[1]}, over "
                                                   f"{MAX_PAGE_IMAGE_SIDE} px a side")
-        return img.convert("RGB")
+        return img.convert("RGB") if decode else None
     except (binascii.Error, ValueError, OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise SocratextError(MALFORMED_EVENT, f"page_image is not a readable image: {type(exc).__name__}") \
             from None

@@ -265,6 +265,31 @@ def test_extract_batch_hands_the_page_images_to_the_extractor() -> None:
     jsonschema.validate(reviews[0].value, load_schema(REVIEW))
 
 
+def test_extract_batch_decodes_page_images_only_for_an_extractor_that_looks() -> None:
+    """An extractor that says it looks at no pixels (`uses_images = False`: the rules, a text+layout
+    model) gets no image and the stage decodes none; the review event still carries the page image."""
+
+    class Blind(FakeExtractor):
+        uses_images = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.images: list[object] = []
+
+        def label(self, pages: list[OcrPage], images: object = None) -> list[list[WordLabel]]:
+            self.images.append(images)
+            return super().label(pages, images)
+
+    doc = json.loads(ocr_value("a", ["TOTAL", "1,00"]))
+    doc["page_image"] = ev.page_image(Image.new("RGB", (300, 600), "red"))
+    fx = Blind()
+    outs = process_extract_batch([ev.dumps(doc)], extract_deps(fx, threshold=1.0))
+    assert fx.images == [None]
+    (review,) = by_topic(outs, REVIEW)
+    assert review.value["page_image"] == doc["page_image"]
+    jsonschema.validate(review.value, load_schema(REVIEW))
+
+
 def test_low_confidence_goes_to_review_with_page_and_labels() -> None:
     m = StreamMetrics()
     outs = process_extract_batch([ocr_value("a", ["TOTAL", "12,50"])], extract_deps(FakeExtractor(), m, 1.01))

@@ -152,3 +152,19 @@ def test_layout_boxes_line_mode_shares_line_y():
     assert line[2] == (10, 200, 60, 220)
     with pytest.raises(ValueError):
         layout_boxes(page, "cell")
+
+
+def test_page_norm_boxes_are_each_words_normalize_box() -> None:
+    """`OcrPage.norm_boxes` scales the whole page at once: exactly `normalize_box` word by word,
+    halves rounded to even, boxes off the page clamped to 0-1000, an empty page empty."""
+    from socratext.document import OcrPage, Word, normalize_box
+
+    rng = np.random.default_rng(0)
+    boxes = [tuple(int(v) for v in rng.integers(-50, 1300, 4)) for _ in range(300)]
+    boxes += [(1, 3, 5, 7), (0, 0, 999, 1999), (2, 2, 2, 2)]  # 2.5, 7.5, ... on a 400 x 400 page
+    for width, height in ((400, 400), (1000, 2000), (733, 1251), (0, 0)):
+        page = OcrPage([Word("w", b) for b in boxes], width, height)
+        assert page.norm_boxes() == [normalize_box(b, width, height) for b in boxes]
+        assert all(type(v) is int for b in page.norm_boxes() for v in b)
+    assert OcrPage([], 10, 10).norm_boxes() == []
+

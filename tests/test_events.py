@@ -205,6 +205,34 @@ def test_ocr_event_carries_the_page_image_the_layout_models_see() -> None:
     assert "over 1024 px" in bad({"media_type": "image/png", "data": wide})
 
 
+def test_page_image_left_undecoded_for_an_extractor_that_does_not_look() -> None:
+    """`decode_image=False` (the stage's extractor looks at no pixels): no image, the event's own
+    `page_image` kept for the review topic, and the form, base64, header and size still checked."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    (up,) = ev.parse_upload(ours(), ALLOWED)
+    doc = ev.ocr_event(up, page(), 1, 1, {}, image=Image.new("RGB", (600, 1500), "white"))
+    parsed = ev.parse_ocr(ev.dumps(doc), decode_image=False)
+    assert parsed.image is None and parsed.page_image == doc["page_image"] and parsed.page == page()
+
+    def refused(image_doc: object) -> str:
+        with pytest.raises(SocratextError) as info:
+            ev.parse_ocr(ev.dumps({**doc, "page_image": image_doc}), decode_image=False)
+        assert info.value.code == MALFORMED_EVENT
+        return info.value.message
+
+    wide = io.BytesIO()
+    Image.new("L", (ev.MAX_PAGE_IMAGE_SIDE + 1, 8)).save(wide, "PNG")  # refused from its header alone
+    wide_b64 = base64.b64encode(wide.getvalue()).decode()
+    assert "px a side" in refused({"media_type": "image/png", "data": wide_b64})
+    assert "not a readable image" in refused({"media_type": "image/jpeg", "data": "bm90IGFuIGltYWdl"})
+    assert "not a readable image" in refused({"media_type": "image/jpeg", "data": "***"})
+    assert "media_type" in refused({"media_type": "image/gif", "data": doc["page_image"]["data"]})
+
+
 @pytest.mark.parametrize("mutate", [
     lambda d: d.pop("page"), lambda d: d["page"].pop("width"), lambda d: d["page"]["words"][0].pop("box"),
     lambda d: d.update(source="x"), lambda d: d.update(schema_version=7), lambda d: d["page"].update(words=3),

@@ -252,6 +252,7 @@ def test_extractor_pages_without_images_share_one_blank_sheet() -> None:
     cfg = tiny_layoutlmv2_config(len(vocab), len(BIO_LABELS), id2label=dict(enumerate(BIO_LABELS)),
                                  label2id={t: i for i, t in enumerate(BIO_LABELS)})
     ext = LayoutModelExtractor(layoutlmv2_for_token_classification(cfg), tok, device="cpu", batch_size=4)
+    assert ext.uses_images  # the extraction stage decodes page images for it (streams.agents.extract)
     pages = [OcrPage([Word(w, (30 + 90 * i, 40 + 20 * k, 100 + 90 * i, 55 + 20 * k), line_id=k)
                       for i, w in enumerate(["carrefour", "total", "12,50", "paris"][: 2 + k])], 600, 300)
              for k in range(3)]

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from socratext.fields.normalize import (
+    clear_caches,
     find_amounts,
     find_dates,
     find_payment_method,
@@ -73,6 +74,19 @@ def test_find_amounts_in_a_line() -> None:
     assert [v for _, _, v in find_amounts("TOTAL 1 234,56 €", space_groups=True)] == ["1234.56"]
     assert [v for _, _, v in find_amounts("2 125,00")] == ["125.00"]
     assert find_amounts("Tel 01.23.45.67.89 le 12.10.2026") == []
+
+
+def test_remembered_finders_hand_out_their_own_lists() -> None:
+    """`find_amounts` and `find_dates` remember their results (the rules read a line several times);
+    each call still returns a new list, so a caller changing it changes nothing for the next."""
+    clear_caches()
+    line = "TOTAL 12,50 EUR le 25/11/2026"
+    first, dates = find_amounts(line), find_dates(line)
+    assert first == [(6, 15, "12.50")] and dates == [(19, 29, "2026-11-25")]
+    first.clear()
+    dates.append((0, 1, "x"))
+    assert find_amounts(line) == [(6, 15, "12.50")] and find_dates(line) == [(19, 29, "2026-11-25")]
+    assert find_amounts(line, space_groups=True) == [(6, 15, "12.50")]
 
 
 def format_fr(x: Decimal) -> str:

@@ -16,6 +16,7 @@ from socratext.extractors import Extractor, RulesExtractor
 from socratext.extractors.rules import build_rows, label_page
 from socratext.fields.assemble import assemble_receipt
 from socratext.fields.normalize import parse_amount, parse_date
+from socratext.fields.rows import page_rows
 from socratext.labels import WORD_LABELS
 
 TODAY = dt.date(2026, 11, 25)
@@ -259,9 +260,26 @@ TOTAL 12,50
     assert "siret" not in wrong_nic and wrong_nic["vat_number"]["value"] == "FR25652232240"
 
 
+def test_page_rows_are_built_once_per_page_and_again_for_new_words() -> None:
+    """The rules, field assembly and row smoothing share one page's rows: `page_rows` equals
+    `build_rows`, builds them once per page, and builds them again when the page's word list is
+    replaced (or its size changes); a caller changing its list of rows does not change the next one's."""
+    page = page_from_text(FRENCH, slope=0.04, split_columns=True)
+    first = page_rows(page)
+    assert first == build_rows(page)
+    assert [r is s for r, s in zip(first, page_rows(page), strict=True)] == [True] * len(first)  # kept
+    first.pop()
+    assert len(page_rows(page)) == len(first) + 1
+    other = page_from_text(FRENCH.replace("CARREFOUR CITY", "MONOPRIX"))
+    page.words = other.words
+    assert page_rows(page) == build_rows(other) != first
+    page.width += 1
+    assert page_rows(page) == build_rows(page)
+
+
 def test_rules_extractor_interface() -> None:
     ext = RulesExtractor()
-    assert isinstance(ext, Extractor)
+    assert isinstance(ext, Extractor) and not ext.uses_images
     assert (ext.name, ext.version) == ("rules", "3")
     pages = [page_from_text(FRENCH), OcrPage([], 100, 100)]
     labels = ext.label(pages, [None, None])

@@ -109,6 +109,8 @@ def test_model_dir_can_ask_for_the_rules_combination(tiny, tmp_path):
     assert [len(r) for r in ext.label([pages[0].page])] == [len(pages[0].page.words)]
     bare = LayoutModelExtractor.from_pretrained(out, device="cpu", combine=False)
     assert isinstance(bare, LayoutModelExtractor)
+    # a text+layout model (no visual backbone) and the rules look at no pixels: the stage decodes none
+    assert not bare.uses_images and not ext.uses_images and not ext.rules.uses_images
 
 
 def test_extractor_one_label_per_word_even_across_windows(tiny):

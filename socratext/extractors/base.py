@@ -17,8 +17,17 @@ from socratext.document import OcrPage, WordLabel
 class Extractor(Protocol):
     name: str
     version: str
+    # whether `label` looks at `images` (a layout model with a visual backbone); the extraction stage
+    # decodes the events' page images only for such an extractor (`uses_page_images`)
+    uses_images: bool
 
     def label(self, pages: list[OcrPage], images: list[Image.Image | None] | None = None,
               ) -> list[list[WordLabel]]:
         """Label every word of every page; `images[i]` (when given) is the image `pages[i]` was read from."""
         ...
+
+
+def uses_page_images(extractor: object) -> bool:
+    """Whether `extractor` looks at page images; True when it does not say (decoding one costs ~0.25 ms
+    of the extraction stage's host time per receipt, so it is skipped only where it is known useless)."""
+    return bool(getattr(extractor, "uses_images", True))

@@ -41,7 +41,7 @@ from socratext.fields.normalize import (
     repair_vat_number,
     siret_is_valid,
 )
-from socratext.fields.rows import build_rows
+from socratext.fields.rows import build_rows, page_rows
 from socratext.labels import OTHER
 
 # ----------------------------------------------------------------------------------------- keywords
@@ -127,7 +127,7 @@ class _Labeller:
 
     def __init__(self, page: OcrPage, today: dt.date | None) -> None:
         self.page = page
-        self.rows = build_rows(page)
+        self.rows = page_rows(page)
         self.labels: list[WordLabel] = [WordLabel(OTHER, 1.0) for _ in page.words]
         self.today = today or dt.date.today()
         self.amounts = [find_amounts(r.text) for r in self.rows]
@@ -643,6 +643,7 @@ class RulesExtractor:
     """The `Extractor` made of keyword/regex/position rules (no model, no image needed)."""
 
     name = "rules"
+    uses_images = False
     # 2: rounded-total rows that name themselves (`_Labeller._rounded`); 3: misread SIRET (after a SIRET
     # keyword) and VAT numbers with one wrong digit are labelled, for assembly to repair
     version = "3"

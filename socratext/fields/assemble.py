@@ -36,7 +36,7 @@ from socratext.fields.normalize import (
     repair_vat_number,
     siret_is_valid,
 )
-from socratext.fields.rows import build_rows
+from socratext.fields.rows import page_rows
 from socratext.labels import FIELDS, ITEM_PARTS, VAT_PARTS
 from socratext.privacy import mask_pans as mask_pan  # card numbers out of every output text
 
@@ -108,7 +108,7 @@ class _Layout:
 
     def __init__(self, page: OcrPage) -> None:
         self.page = page
-        self.rows = build_rows(page)
+        self.rows = page_rows(page)
         self.lines = [row.words for row in self.rows]
         self.line_text = [row.text for row in self.rows]
         self.rank: dict[int, int] = {}

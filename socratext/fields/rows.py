@@ -87,6 +87,19 @@ def build_rows(page: OcrPage) -> list[Row]:
     return rows
 
 
+def page_rows(page: OcrPage) -> list[Row]:
+    """`build_rows(page)`, built once per page and kept on it: the rules, field assembly and row smoothing
+    all reason about the same page's rows (building them was ~0.35 ms of the extraction stage's host time
+    per receipt, twice). Rows are never changed by their readers; a page is not changed once read (a
+    masked page is a new object), and a page whose word list was replaced gets its rows built again."""
+    shape = (len(page.words), page.width, page.height)
+    cached = page.__dict__.get("_rows")
+    if cached is None or cached[0] is not page.words or cached[1] != shape:
+        cached = (page.words, shape, build_rows(page))
+        page.__dict__["_rows"] = cached
+    return list(cached[2])
+
+
 def _overlaps_x(page: OcrPage, a: list[int], b: list[int]) -> bool:
     ax0, ax1 = min(page.words[i].box[0] for i in a), max(page.words[i].box[2] for i in a)
     bx0, bx1 = min(page.words[i].box[0] for i in b), max(page.words[i].box[2] for i in b)

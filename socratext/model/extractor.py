@@ -128,6 +128,7 @@ class LayoutModelExtractor:
                         "trained; retrain it (training.train --rule-hints) to learn from the new ones",
                         model.config.rule_hints, rules_id())
         self.image_key, self._image_fn = image_input(model.config.model_type, uses_images(model.config))
+        self.uses_images = self.image_key is not None
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else getattr(model.config, "pad_token_id", 0) or 0)
 
@@ -279,6 +280,7 @@ class CombinedExtractor:
         # as sure to take a word out of a rules field as to fill a field the rules left empty
         self.trim_threshold = fill_threshold if trim_threshold is None else trim_threshold
         self.name = f"{model.name}+{rules.name}"
+        self.uses_images = bool(getattr(model, "uses_images", True) or getattr(rules, "uses_images", True))
         self.version = f"{model.version}+{getattr(rules, 'version', '0')}"
         # a model with rule hints from these very rules (the version it was trained with, labelling with
         # today's date as `model.hints.rule_hints` does) takes their labels from here instead of labelling

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from socratext.document import OcrPage
-from socratext.fields.rows import build_rows
+from socratext.fields.rows import page_rows
 from socratext.labels import OTHER
 
 ROW_FIELDS: tuple[str, ...] = ("merchant_name", "merchant_address")
@@ -51,7 +51,7 @@ def row_consistent(page: OcrPage, probs: np.ndarray, labels: Sequence[str],
     if OTHER in labels:
         mutable.add(labels.index(OTHER))
     out = best.copy()
-    for row in build_rows(page):
+    for row in page_rows(page):
         idx = np.asarray(row.words, dtype=np.int64)
         if len(idx) < 2:
             continue

@@ -24,7 +24,7 @@ from typing import Any
 
 from socratext.document import OcrPage, Receipt, WordLabel
 from socratext.errors import MODEL_FAILED, SocratextError
-from socratext.extractors.base import Extractor
+from socratext.extractors.base import Extractor, uses_page_images
 from socratext.fields.known import KnownValues
 from socratext.settings import Settings
 from streams.agents import Origin, dead, log, publish
@@ -336,9 +336,11 @@ def process_extract_batch(raws: list[bytes], deps: ExtractDeps,
     out: list[OutEvent] = []
     good: list[tuple[bytes, OcrEvent, Origin]] = []
     seen: set[str] = set()
+    extractor = deps.extractor  # one batch, one model (a new registry version switches between batches)
+    decode_images = uses_page_images(extractor)
     for raw, origin in zip(raws, origins, strict=True):
         try:
-            ev = parse_ocr(raw)
+            ev = parse_ocr(raw, decode_image=decode_images)
         except Exception as exc:  # noqa: BLE001
             out.append(dead(raw, stage=STAGE, exc=exc, origin=origin, metrics=m))
             continue
@@ -351,7 +353,6 @@ def process_extract_batch(raws: list[bytes], deps: ExtractDeps,
     if not good:
         return out
 
-    extractor = deps.extractor
     known = {"known": deps.known} if deps.known is not None else {}  # one batch, one set of known values
     model = {"name": extractor.name, "version": extractor.version}
     t0 = time.perf_counter()
