@@ -44,9 +44,8 @@ class Word:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Word:
-        return cls(text=str(d["text"]), box=tuple(int(v) for v in d["box"]),  # type: ignore[arg-type]
-                   confidence=float(d.get("confidence", 1.0)), line_id=int(d.get("line_id", 0)),
-                   block_id=int(d.get("block_id", 0)))
+        return cls(str(d["text"]), tuple(map(int, d["box"])),  # type: ignore[arg-type]
+                   float(d.get("confidence", 1.0)), int(d.get("line_id", 0)), int(d.get("block_id", 0)))
 
 
 @dataclass

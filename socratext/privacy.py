@@ -148,9 +148,15 @@ def _mask_span(chars: list[str], start: int, end: int) -> None:
         chars[k] = MASK
 
 
+def _ascii_digits(text: str) -> int:
+    """How many of `text`'s characters are 0-9 (ten `str.count`s: every output string of every receipt
+    passes here, and a per-character loop was most of the masking's cost)."""
+    return sum(text.count(d) for d in "0123456789")
+
+
 def mask_pans(text: str) -> str:
     """`text` with every card number's digits but the last four replaced by `*` (same length)."""
-    if not isinstance(text, str) or sum("0" <= c <= "9" for c in text) < MIN_PAN:
+    if not isinstance(text, str) or _ascii_digits(text) < MIN_PAN:
         return text
     spans = find_pans(text)
     if not spans:
@@ -165,7 +171,7 @@ def mask_words(texts: Sequence[str]) -> list[str]:
     """Mask card numbers in the words of one line, also when the number is split over several words
     ("4970" "1012" "3456" "7890"): the words are joined by one space, masked, and cut back."""
     texts = list(texts)
-    if sum("0" <= c <= "9" for t in texts for c in t) < MIN_PAN:
+    if sum(_ascii_digits(t) for t in texts) < MIN_PAN:
         return texts
     line = " ".join(texts)
     masked = mask_pans(line)
