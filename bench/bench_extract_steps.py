@@ -111,14 +111,16 @@ def targets_for(extractor: Any) -> list[tuple[Any, str, str, bool]]:
     return out
 
 
-def measure(raws: list[bytes], model: str, device: str, stage_batch: int, rounds: int) -> dict[str, Any]:
+def measure(raws: list[bytes], model: str, device: str, stage_batch: int, rounds: int,
+            gc_freeze: bool = True) -> dict[str, Any]:
     """Run the events through `process_extract_batch` `rounds` times (after one warm-up batch) with every
-    step timed; ms per receipt by step, the host part and the one-process ceiling it implies."""
+    step timed; ms per receipt by step, the host part and the one-process ceiling it implies.
+    `gc_freeze`: freeze the heap once the model is loaded, as a worker does (`settle_heap`)."""
     import torch
 
     from socratext.fields.normalize import clear_caches
     from socratext.settings import Settings
-    from streams.agents.extract import ExtractDeps, process_extract_batch
+    from streams.agents.extract import ExtractDeps, process_extract_batch, release_heap, settle_heap
 
     extractor = load_extractor(model, device)
     inner = getattr(extractor, "model", extractor)
@@ -127,6 +129,8 @@ def measure(raws: list[bytes], model: str, device: str, stage_batch: int, rounds
     deps = ExtractDeps(Settings(), extractor)
     batches = [raws[i:i + stage_batch] for i in range(0, len(raws), stage_batch)]
     process_extract_batch(batches[0], deps)  # warm-up: first calls, allocator
+    if gc_freeze:
+        settle_heap()
     clock = StepClock(sync)
     deps.assemble = clock.timed("assemble", deps.assemble)
     n = 0
@@ -138,6 +142,7 @@ def measure(raws: list[bytes], model: str, device: str, stage_batch: int, rounds
                 process_extract_batch(b, deps)
                 n += len(b)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    release_heap()
     ms = {s: round(clock.seconds.get(s, 0.0) * 1e3 / n, 3) for s in STEPS if s != "other"}
     ms["other"] = round(wall * 1e3 / n - sum(ms.values()), 3)
     host = wall * 1e3 / n - ms["forward"]
@@ -146,7 +151,7 @@ def measure(raws: list[bytes], model: str, device: str, stage_batch: int, rounds
             "total_ms_per_receipt": round(wall * 1e3 / n, 3),
             "cpu_ms_per_receipt": round(cpu * 1e3 / n, 3), "host_ms_per_receipt": round(host, 3),
             "one_process_ceiling_rps": round(1000 / host, 1) if host > 0 else None,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "gc_frozen": gc_freeze}
 
 
 def table(row: dict[str, Any]) -> str:
@@ -173,10 +178,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--stage-batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-gc-freeze", action="store_true",
+                    help="leave the heap to Python's collector as is (a worker freezes it once loaded)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/extract_steps.json"))
     opts = ap.parse_args(argv)
     raws, _ = read_events(Path(opts.events))
-    row = measure(raws, opts.model, opts.device, opts.stage_batch, opts.rounds)
+    row = measure(raws, opts.model, opts.device, opts.stage_batch, opts.rounds, not opts.no_gc_freeze)
     row["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
                       "loadavg": [round(x, 2) for x in os.getloadavg()]}
     print(table(row))

@@ -90,6 +90,37 @@ def test_watcher_loads_a_new_current_and_swap_updates_the_metric() -> None:
     assert w.loads == ["v1", "v2"]  # type: ignore[attr-defined]
 
 
+def test_swapped_out_model_is_freed_although_the_heap_was_frozen() -> None:
+    """A worker freezes its heap once the model is loaded (`settle_heap`: full collections would walk the
+    model's objects at every batch); a model let go at a swap is still freed, reference cycles and all,
+    the new one is frozen in its place, and the last agent to stop hands the heap back."""
+    import gc
+    import weakref
+
+    from streams.agents.extract import build_extract_deps, settle_heap
+
+    gc.unfreeze()
+    build_extract_deps(Settings(model="rules"), None)
+    assert gc.get_freeze_count() > 0, "a worker's extractor, once loaded, is out of the collector's way"
+    reg, w, deps = _serving_v1()
+    deps.extractor.me = deps.extractor  # type: ignore[attr-defined]  # a cycle: only the collector frees it
+    old = weakref.ref(deps.extractor)
+    settle_heap()
+    assert gc.get_freeze_count() > 0 and old() is not None
+    reg.cur = "v2"
+    w.pending = w.check()
+    assert deps.swap() and deps.extractor.version == "v2"
+    assert old() is None, "the old model was freed at the swap"
+    assert gc.get_freeze_count() > 0 and gc.is_tracked(deps.extractor)
+    with ThreadPoolExecutor(1) as pool:
+        async def run() -> None:
+            deps.agent_started(pool)
+            deps.agent_stopped()
+
+        asyncio.run(run())
+    assert gc.get_freeze_count() == 0
+
+
 def test_a_version_that_fails_to_load_keeps_the_old_model_and_is_not_retried_at_once() -> None:
     now = [0.0]
     reg = FakeRegistry("v1")
