@@ -122,13 +122,16 @@ ROUNDING_KW = re.compile(r"ROUNDING|ARRONDI|ROUNDED")
 _Cand = tuple[int, str, int, list[int], float]  # total candidate: (priority, value, row, words, probability)
 
 
+UNLABELLED = WordLabel(OTHER, 1.0)
+
+
 class _Labeller:
     """Labels of one page, filled rule by rule; a word keeps the first label it is given."""
 
     def __init__(self, page: OcrPage, today: dt.date | None) -> None:
         self.page = page
         self.rows = page_rows(page)
-        self.labels: list[WordLabel] = [WordLabel(OTHER, 1.0) for _ in page.words]
+        self.labels: list[WordLabel] = [UNLABELLED] * len(page.words)  # immutable: one shared value
         self.today = today or dt.date.today()
         self.amounts = [find_amounts(r.text) for r in self.rows]
         self.used_rows: set[int] = set()
@@ -359,7 +362,7 @@ class _Labeller:
         value = ranked[0][1]
         words = next(ws for ws in evidence[value] if ws)
         for i in current:
-            self.labels[i] = WordLabel(OTHER, 1.0)
+            self.labels[i] = UNLABELLED
         self.set(words, "total", P_GOOD if len(evidence[value]) > 1 else P_WEAK)
 
     def _value_of(self, words: list[int]) -> str | None:
