@@ -230,18 +230,23 @@ def test_extract_batch_one_bad_receipt_does_not_spoil_the_batch() -> None:
     assert m.value("socratext_confidence_count") == 2 and m.value("socratext_end_to_end_seconds_count") == 2
 
 
+class Looking(FakeExtractor):
+    """A fake model that looks at pixels (`uses_images`): records the images of each call."""
+
+    uses_images = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[object] = []
+
+    def label(self, pages: list[OcrPage], images: object = None) -> list[list[WordLabel]]:
+        self.images.append(images)
+        return super().label(pages, images)
+
+
 def test_extract_batch_hands_the_page_images_to_the_extractor() -> None:
     """A model that looks at pixels gets each event's page image, in batch order (None where an event
     came without one); when no event of the batch has one, it gets None, as before."""
-
-    class Looking(FakeExtractor):
-        def __init__(self) -> None:
-            super().__init__()
-            self.images: list[object] = []
-
-        def label(self, pages: list[OcrPage], images: object = None) -> list[list[WordLabel]]:
-            self.images.append(images)
-            return super().label(pages, images)
 
     def with_image(rid: str, color: str) -> bytes:
         doc = json.loads(ocr_value(rid, ["TOTAL", "1,00"]))
@@ -269,16 +274,8 @@ def test_extract_batch_decodes_page_images_only_for_an_extractor_that_looks() ->
     """An extractor that says it looks at no pixels (`uses_images = False`: the rules, a text+layout
     model) gets no image and the stage decodes none; the review event still carries the page image."""
 
-    class Blind(FakeExtractor):
+    class Blind(Looking):
         uses_images = False
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.images: list[object] = []
-
-        def label(self, pages: list[OcrPage], images: object = None) -> list[list[WordLabel]]:
-            self.images.append(images)
-            return super().label(pages, images)
 
     doc = json.loads(ocr_value("a", ["TOTAL", "1,00"]))
     doc["page_image"] = ev.page_image(Image.new("RGB", (300, 600), "red"))
