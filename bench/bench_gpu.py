@@ -56,13 +56,17 @@ PADDINGS = ("max512", "sorted", "bucket64")
 
 
 # --- step 1, here: the events --------------------------------------------------------------------------
-def make_events(n: int, seed: int, out: Path, with_page_image: bool = True) -> None:
+def make_events(n: int, seed: int, out: Path, with_page_image: bool = True,
+                with_rule_labels: bool = True) -> None:
     """OCR `n` synthetic receipts with the real OCR stage; one line per receipt: the OCR event JSON the
-    extraction stage consumes (with its 224×224 `page_image`, as the OCR agent sends it by default, unless
-    `with_page_image` is False: the extract stage then gives image models one blank sheet) and the JPEG
-    the OCR stage read (for the model-alone measurement's image input)."""
+    extraction stage consumes (with its 224×224 `page_image` and the rules' labels, as the OCR agent sends
+    it by default, unless `with_page_image` is False: the extract stage then gives image models one blank
+    sheet, or `with_rule_labels` is False: it then runs the rules itself) and the JPEG the OCR stage read
+    (for the model-alone measurement's image input)."""
+    from socratext.extractors.rules import label_page
     from socratext.imaging import load_images
     from socratext.pipeline import OcrStage
+    from socratext.privacy import mask_page
     from streams.events import UploadEvent, now_iso, ocr_event
     from training.synth.generator import generate_receipt
 
@@ -79,7 +83,9 @@ def make_events(n: int, seed: int, out: Path, with_page_image: bool = True) -> N
                              uploaded_at=now_iso())
             # the page image rides along as the OCR agent attaches it (`ocr_event_page_image`, on by default)
             seen = (getattr(result, "image", None) or image[0]) if with_page_image else None
-            event = ocr_event(up, result.page, 1, 1, {"ocr": 0.0}, seen)
+            page = mask_page(result.page)  # and its rules' labels (`ocr_event_rule_labels`, on by default)
+            rules = label_page(page) if with_rule_labels else None
+            event = ocr_event(up, page, 1, 1, {"ocr": 0.0}, seen, rules)
             f.write(json.dumps({"event": event, "jpeg": base64.b64encode(data).decode()}) + "\n")
             print(f"\r{i + 1}/{n} receipts OCR'd", end="", file=sys.stderr, flush=True)
     print(f"\nwrote {out}", file=sys.stderr)
@@ -480,6 +486,8 @@ def main(argv: list[str] | None = None) -> None:
     mk.add_argument("--out", default=".devcarry/events.jsonl")
     mk.add_argument("--no-page-image", dest="page_image", action="store_false",
                     help="events without the page image (SOCRATEXT_OCR_EVENT_PAGE_IMAGE=false)")
+    mk.add_argument("--no-rule-labels", dest="rule_labels", action="store_false",
+                    help="events without the rules' labels (SOCRATEXT_OCR_EVENT_RULE_LABELS=false)")
     rn = sub.add_parser("run", help="measure the model and the extraction stage")
     rn.add_argument("--events", default=".devcarry/events.jsonl")
     rn.add_argument("--receipts", type=int, default=0, help="use only the first N receipts of the file")
@@ -507,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
     rn.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "gpu.json"))
     opts = ap.parse_args(argv)
     if opts.cmd == "make-events":
-        make_events(opts.n, opts.seed, Path(opts.out), opts.page_image)
+        make_events(opts.n, opts.seed, Path(opts.out), opts.page_image, opts.rule_labels)
         return
     res = run(opts)
     print(table(res))

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote_plus
 
-from socratext.document import OcrPage
+from socratext.document import OcrPage, WordLabel
 from socratext.errors import FORBIDDEN_KEY, MALFORMED_EVENT, UNKNOWN_SCHEMA_VERSION, SocratextError
 from socratext.privacy import mask_obj, mask_page, mask_pans
 from streams.topics import SCHEMA_VERSION
@@ -88,6 +88,9 @@ class OcrEvent:
     timings_ms: dict[str, float] = field(default_factory=dict)
     image: Any = None  # PIL image of the page (`page_image`), for models that look at pixels
     page_image: dict[str, Any] | None = None  # the event's own `page_image`, passed on as it came
+    # the rules' labels of the page, computed by the OCR stage (`rule_labels`); None when the event has
+    # none or they come from another version of the rules than this worker's (it then runs its own)
+    rule_labels: list[WordLabel] | None = None
 
 
 @dataclass(frozen=True)
@@ -298,8 +301,43 @@ def parse_ocr(raw: bytes, *, decode_image: bool = True) -> OcrEvent:
     _check_page_size(page)
     raw_image = doc.get("page_image")
     image = parse_page_image(raw_image, decode=decode_image) if raw_image is not None else None
+    rule_labels = parse_rule_labels(doc["rule_labels"], len(page.words)) if "rule_labels" in doc else None
     return OcrEvent(receipt_id, dict(source), uploaded_at, page, page_number, page_count, timings, image,
-                    raw_image)
+                    raw_image, rule_labels)
+
+
+def rule_labels_doc(labels: list[WordLabel]) -> dict[str, Any]:
+    """An OCR event's `rule_labels`: the rules extractor's label and probability of every word of the
+    (masked) page, and which rules gave them (`socratext.model.hints.rules_id`)."""
+    from socratext.model.hints import rules_id
+
+    return {"rules": rules_id(), "labels": [w.label for w in labels],
+            "probabilities": [w.probability for w in labels]}
+
+
+def parse_rule_labels(doc: Any, n_words: int) -> list[WordLabel] | None:
+    """`rule_labels` → one `WordLabel` per word; None when other rules than this worker's gave them (a
+    rolling upgrade, a replay of older events: the extraction stage then labels the page itself).
+    Anything malformed (count, unknown label, probability outside [0, 1]) is a malformed event."""
+    from socratext.labels import WORD_LABELS
+    from socratext.model.hints import rules_id
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("rules"), str) \
+            or not isinstance(doc.get("labels"), list) or not isinstance(doc.get("probabilities"), list):
+        raise SocratextError(MALFORMED_EVENT,
+                             "rule_labels must be {rules, labels: [...], probabilities: [...]}")
+    labels, probs = doc["labels"], doc["probabilities"]
+    if len(labels) != n_words or len(probs) != n_words:
+        raise SocratextError(MALFORMED_EVENT, f"rule_labels has {len(labels)} labels and {len(probs)} "
+                                              f"probabilities for {n_words} words")
+    known = set(WORD_LABELS)
+    if not all(isinstance(x, str) and x in known for x in labels):
+        raise SocratextError(MALFORMED_EVENT, "rule_labels names a label that is not a word label")
+    if not all(isinstance(p, int | float) and not isinstance(p, bool) and 0.0 <= p <= 1.0 for p in probs):
+        raise SocratextError(MALFORMED_EVENT, "rule_labels probabilities must be numbers in [0, 1]")
+    if doc["rules"] != rules_id():
+        return None
+    return [WordLabel(x, float(p)) for x, p in zip(labels, probs, strict=True)]
 
 
 def page_image(img: Any) -> dict[str, Any]:
@@ -368,9 +406,15 @@ def page_receipt_id(receipt_id: str, page_number: int, page_count: int) -> str:
 
 
 def ocr_event(upload: UploadEvent, page: OcrPage, page_number: int, page_count: int,
-              timings_ms: dict[str, float], image: Any = None) -> dict[str, Any]:
-    """A `receipts.ocr` value; `image` (the page the boxes refer to) becomes its `page_image`."""
-    extra = {"page_image": page_image(image)} if image is not None else {}
+              timings_ms: dict[str, float], image: Any = None, rule_labels: list[WordLabel] | None = None,
+              ) -> dict[str, Any]:
+    """A `receipts.ocr` value; `image` (the page the boxes refer to) becomes its `page_image`,
+    `rule_labels` (the rules' labels of the page as masked here) its `rule_labels`."""
+    extra: dict[str, Any] = {"page_image": page_image(image)} if image is not None else {}
+    if rule_labels is not None:
+        if len(rule_labels) != len(page.words):
+            raise ValueError(f"{len(rule_labels)} rule labels for {len(page.words)} words")
+        extra["rule_labels"] = rule_labels_doc(rule_labels)
     return {
         "schema_version": SCHEMA_VERSION,
         "receipt_id": page_receipt_id(upload.receipt_id, page_number, page_count),

@@ -115,6 +115,23 @@ def test_ocr_stage_page_image_can_be_left_out() -> None:
     assert "page_image" not in out.value and out.value["page"]["words"]
 
 
+def test_ocr_stage_sends_the_rules_labels_of_the_page_it_sends() -> None:
+    """The OCR event carries the rules' label of every word of its (masked) page, so that the extraction
+    stage need not run the rules; `ocr_event_rule_labels=False` leaves them out."""
+    from socratext.extractors.rules import label_page
+
+    (out,) = process_ocr_event(upload("r1", "uploads/r1.jpg"), ocr_deps({"uploads/r1.jpg": jpeg()}))
+    jsonschema.validate(out.value, load_schema(OCR))
+    parsed = ev.parse_ocr(ev.dumps(out.value))
+    assert parsed.rule_labels == label_page(parsed.page)
+    assert [w.label for w in parsed.rule_labels] == ["O", "total"]  # "TOTAL" "60,00"
+    assert out.value["rule_labels"]["rules"] == "rules-3" and "rules" in out.value["timings_ms"]
+    deps = ocr_deps({"uploads/r1.jpg": jpeg()})
+    deps.settings = SETTINGS.model_copy(update={"ocr_event_rule_labels": False})
+    (out,) = process_ocr_event(upload("r1", "uploads/r1.jpg"), deps)
+    assert "rule_labels" not in out.value and ev.parse_ocr(ev.dumps(out.value)).rule_labels is None
+
+
 @pytest.mark.parametrize(("raw", "objects", "code", "rid"), [
     (upload("r2", "uploads/missing.jpg"), {}, OBJECT_NOT_FOUND, "r2"),
     (upload("r3", "uploads/bad.jpg"), {"uploads/bad.jpg": b"not an image at all"}, NOT_AN_IMAGE, "r3"),
@@ -285,6 +302,31 @@ def test_extract_batch_decodes_page_images_only_for_an_extractor_that_looks() ->
     (review,) = by_topic(outs, REVIEW)
     assert review.value["page_image"] == doc["page_image"]
     jsonschema.validate(review.value, load_schema(REVIEW))
+
+
+def test_extract_batch_uses_the_rules_labels_of_the_ocr_event() -> None:
+    """An extractor that takes them (the rules, a model combined with them) labels with the OCR event's
+    rule labels instead of running the rules again; labels from other rules than this worker's, or none,
+    and it runs its own. Shown with labels the rules would never give: the event's "O" everywhere."""
+    from socratext.extractors.rules import RulesExtractor
+    from socratext.model.hints import rules_id
+
+    def event(rid: str, rules: str | None) -> bytes:
+        doc = json.loads(ocr_value(rid, ["TOTAL", "12,50"]))
+        if rules is not None:
+            doc["rule_labels"] = {"rules": rules, "labels": ["O", "O"], "probabilities": [1.0, 1.0]}
+        return ev.dumps(doc)
+
+    outs = process_extract_batch([event("a", rules_id()), event("b", "rules-0"), event("c", None)],
+                                 extract_deps(RulesExtractor()))
+    totals = {o.key: o.value["fields"].get("total", {}).get("value") for o in by_topic(outs, EXTRACTED)}
+    assert totals == {"a": None, "b": "12.50", "c": "12.50"}
+
+    class Spy(FakeExtractor):  # takes no rule labels: never handed any
+        def label(self, pages: list[OcrPage], images: object = None) -> list[list[WordLabel]]:
+            return super().label(pages, images)
+
+    assert len(by_topic(process_extract_batch([event("d", rules_id())], extract_deps(Spy())), EXTRACTED)) == 1
 
 
 def test_low_confidence_goes_to_review_with_page_and_labels() -> None:

@@ -205,6 +205,40 @@ def test_ocr_event_carries_the_page_image_the_layout_models_see() -> None:
     assert "over 1024 px" in bad({"media_type": "image/png", "data": wide})
 
 
+def test_rule_labels_round_trip_and_checks() -> None:
+    """`rule_labels`: one label and probability per word, from these rules (else ignored: None); any
+    malformed form, count, label or probability makes the event malformed."""
+    from socratext.document import WordLabel
+    from socratext.model.hints import rules_id
+
+    (up,) = ev.parse_upload(ours(), ALLOWED)
+    labels = [WordLabel("O", 1.0), WordLabel("total", 0.925)]
+    doc = ev.ocr_event(up, page(), 1, 1, {}, rule_labels=labels)
+    jsonschema.validate(doc, load_schema(OCR))
+    assert doc["rule_labels"] == {"rules": rules_id(), "labels": ["O", "total"],
+                                  "probabilities": [1.0, 0.925]}
+    assert ev.parse_ocr(ev.dumps(doc)).rule_labels == labels
+    assert ev.parse_ocr(ev.dumps({**doc, "rule_labels": {**doc["rule_labels"], "rules": "rules-0"}})
+                        ).rule_labels is None
+    with pytest.raises(ValueError):
+        ev.ocr_event(up, page(), 1, 1, {}, rule_labels=labels[:1])
+
+    def bad(rule_labels: object) -> str:
+        with pytest.raises(SocratextError) as info:
+            ev.parse_ocr(ev.dumps({**doc, "rule_labels": rule_labels}))
+        assert info.value.code == MALFORMED_EVENT
+        return info.value.message
+
+    good = doc["rule_labels"]
+    assert "must be" in bad(["O", "total"])
+    assert "must be" in bad({"labels": ["O", "total"], "probabilities": [1, 1]})
+    assert "for 2 words" in bad({**good, "labels": ["O"]})
+    assert "for 2 words" in bad({**good, "probabilities": [1.0, 1.0, 1.0]})
+    assert "not a word label" in bad({**good, "labels": ["O", "B-total"]})
+    assert "in [0, 1]" in bad({**good, "probabilities": [1.0, 1.5]})
+    assert "in [0, 1]" in bad({**good, "probabilities": [1.0, True]})
+
+
 def test_page_image_left_undecoded_for_an_extractor_that_does_not_look() -> None:
     """`decode_image=False` (the stage's extractor looks at no pixels): no image, the event's own
     `page_image` kept for the review topic, and the form, base64, header and size still checked."""

@@ -113,6 +113,27 @@ def test_model_dir_can_ask_for_the_rules_combination(tiny, tmp_path):
     assert not bare.uses_images and not ext.uses_images and not ext.rules.uses_images
 
 
+def test_combined_extractor_takes_the_rules_labels_it_is_given(tiny, tmp_path, monkeypatch):
+    """Given the rules' labels (the OCR event's), a model combined with the rules does not run them; a
+    page without them is labelled by the rules as before, and the results equal the rules' own run."""
+    import socratext.extractors.rules as rules_mod
+
+    model, tok, pages = tiny
+    out = save_model_dir(model, tok, tmp_path / "c", {"name": "c", "version": "1"},
+                         combine_with_rules={"threshold": 0.5})
+    ext = LayoutModelExtractor.from_pretrained(out, device="cpu")
+    assert isinstance(ext, CombinedExtractor)
+    ps = [pages[0].page, pages[1].page]
+    expected = ext.label(ps)
+    given = [rules_mod.label_page(p) for p in ps]
+    ran: list[int] = []
+    real = rules_mod.label_page
+    monkeypatch.setattr(rules_mod, "label_page", lambda page, today=None: ran.append(1) or real(page, today))
+    assert ext.label(ps, rule_labels=given) == expected and ran == []
+    assert ext.label(ps, rule_labels=[given[0], None]) == expected and ran == [1]
+    assert ext.takes_rule_labels and ext.model.takes_rule_labels
+
+
 def test_extractor_one_label_per_word_even_across_windows(tiny):
     model, tok, pages = tiny
     ext = LayoutModelExtractor(model, tok, device="cpu", max_length=16, stride=4, batch_size=3)

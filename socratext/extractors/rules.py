@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from decimal import Decimal
 from statistics import median
 
@@ -647,6 +648,7 @@ class RulesExtractor:
 
     name = "rules"
     uses_images = False
+    takes_rule_labels = True  # `label(..., rule_labels=)`: pages already labelled by these rules
     # 2: rounded-total rows that name themselves (`_Labeller._rounded`); 3: misread SIRET (after a SIRET
     # keyword) and VAT numbers with one wrong digit are labelled, for assembly to repair
     version = "3"
@@ -655,8 +657,14 @@ class RulesExtractor:
         self.today = today
 
     def label(self, pages: list[OcrPage], images: list[Image.Image | None] | None = None,
-              ) -> list[list[WordLabel]]:
-        return [label_page(p, self.today) for p in pages]
+              rule_labels: Sequence[Sequence[WordLabel] | None] | None = None) -> list[list[WordLabel]]:
+        """`rule_labels[i]`: page i's labels by these very rules, computed upstream (the OCR stage carries
+        them in its event, see `streams.events`), used as they are; None where a page has none. Rules
+        pinned to another day (`today`) label every page themselves."""
+        if rule_labels is None or self.today is not None:
+            return [label_page(p, self.today) for p in pages]
+        return [label_page(p) if given is None else list(given)
+                for p, given in zip(pages, rule_labels, strict=True)]
 
 
 __all__ = ["RulesExtractor", "label_page", "build_rows"]

@@ -129,6 +129,7 @@ class LayoutModelExtractor:
                         model.config.rule_hints, rules_id())
         self.image_key, self._image_fn = image_input(model.config.model_type, uses_images(model.config))
         self.uses_images = self.image_key is not None
+        self.takes_rule_labels = True  # used as its rule hints when it has them (`label`)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else getattr(model.config, "pad_token_id", 0) or 0)
 
@@ -171,9 +172,10 @@ class LayoutModelExtractor:
 
     # --- Extractor protocol ---
     def label(self, pages: list[OcrPage], images: list[Image.Image | None] | None = None,
-              rule_labels: Sequence[Sequence[WordLabel]] | None = None) -> list[list[WordLabel]]:
+              rule_labels: Sequence[Sequence[WordLabel] | None] | None = None) -> list[list[WordLabel]]:
         """`rule_labels`: the rules' labels of these pages when the caller already has them (a
-        `CombinedExtractor` does), so a model with rule hints does not run the rules a second time."""
+        `CombinedExtractor` does, the OCR event may), so a model with rule hints does not run the rules a
+        second time; None for a page without them."""
         probs = self.word_probabilities(pages, images, rule_labels)
         out = []
         for page, p in zip(pages, probs, strict=True):
@@ -188,14 +190,15 @@ class LayoutModelExtractor:
         return out
 
     def word_probabilities(self, pages: Sequence[OcrPage], images: Sequence[Image.Image | None] | None = None,
-                           rule_labels: Sequence[Sequence[WordLabel]] | None = None) -> list[np.ndarray]:
+                           rule_labels: Sequence[Sequence[WordLabel] | None] | None = None,
+                           ) -> list[np.ndarray]:
         """(n_words, n_word_labels) probabilities per page, columns in `self.word_labels` order."""
         windows: list[Window] = []
         for i, page in enumerate(pages):
             hints = None
             if self.rule_hints:
-                hints = (rule_hints(page) if rule_labels is None
-                         else hint_ids([w.label for w in rule_labels[i]]))
+                given = rule_labels[i] if rule_labels is not None else None
+                hints = rule_hints(page) if given is None else hint_ids([w.label for w in given])
             windows.extend(encode_page([w.text for w in page.words], layout_boxes(page, self.box_mode),
                                        self.tokenizer, page=i, max_length=self.max_length, stride=self.stride,
                                        hints=hints))
@@ -284,6 +287,7 @@ class CombinedExtractor:
         self.trim_threshold = fill_threshold if trim_threshold is None else trim_threshold
         self.name = f"{model.name}+{rules.name}"
         self.uses_images = bool(getattr(model, "uses_images", True) or getattr(rules, "uses_images", True))
+        self.takes_rule_labels = True
         self.version = f"{model.version}+{getattr(rules, 'version', '0')}"
         # a model with rule hints from these very rules (the version it was trained with, labelling with
         # today's date as `model.hints.rule_hints` does) takes their labels from here instead of labelling
@@ -295,8 +299,13 @@ class CombinedExtractor:
                                   and getattr(config, "rule_hints", None) == rules_id())
 
     def label(self, pages: list[OcrPage], images: list[Image.Image | None] | None = None,
-              ) -> list[list[WordLabel]]:
-        r_all = self.rules.label(pages, images)
+              rule_labels: Sequence[Sequence[WordLabel] | None] | None = None) -> list[list[WordLabel]]:
+        """`rule_labels`: the pages' labels by these rules when the OCR stage already computed them
+        (None, or None for a page, where not); see `RulesExtractor.label`."""
+        if rule_labels is not None and getattr(self.rules, "takes_rule_labels", False):
+            r_all = self.rules.label(pages, images, rule_labels=rule_labels)
+        else:
+            r_all = self.rules.label(pages, images)
         if self._hints_from_rules:  # the model's hints are these very labels: run the rules once
             m_all = self.model.label(pages, images, rule_labels=r_all)
         else:

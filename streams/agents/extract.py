@@ -322,10 +322,19 @@ async def watch_known_values(deps: ExtractDeps, executor: Executor) -> None:
 
 
 def _label_batch(pages: list[OcrPage], extractor: Extractor, images: list[Any] | None = None,
+                 rule_labels: list[list[WordLabel] | None] | None = None,
                  ) -> list[list[WordLabel] | BaseException]:
     """Label all pages in one model call; if that call fails, label them one by one so that only the
     page that breaks the model is lost (and the error is attributed to it). `images`: the events' page
-    images (None where an event has none), for models that look at pixels."""
+    images (None where an event has none), for models that look at pixels; `rule_labels`: the rules'
+    labels the OCR stage sent (None where an event has none), for an extractor that takes them."""
+    if rule_labels is not None and not getattr(extractor, "takes_rule_labels", False):
+        rule_labels = None
+
+    def call(batch: list[OcrPage], imgs: list[Any] | None, rules: list[Any] | None) -> Any:
+        if rules is None:
+            return extractor.label(batch, imgs)
+        return extractor.label(batch, imgs, rule_labels=rules)  # type: ignore[call-arg]
 
     def check(labels: Any, batch: list[OcrPage]) -> list[list[WordLabel]]:
         if not isinstance(labels, list) or len(labels) != len(batch) or any(
@@ -334,7 +343,7 @@ def _label_batch(pages: list[OcrPage], extractor: Extractor, images: list[Any] |
         return labels
 
     try:
-        return list(check(extractor.label(pages, images), pages))
+        return list(check(call(pages, images, rule_labels), pages))
     except Exception as exc:  # noqa: BLE001 - fall back to isolate the culprit
         if len(pages) == 1:
             return [exc]
@@ -343,7 +352,8 @@ def _label_batch(pages: list[OcrPage], extractor: Extractor, images: list[Any] |
     out: list[list[WordLabel] | BaseException] = []
     for k, p in enumerate(pages):
         try:
-            out.append(check(extractor.label([p], [images[k]] if images else None), [p])[0])
+            out.append(check(call([p], [images[k]] if images else None,
+                                  [rule_labels[k]] if rule_labels else None), [p])[0])
         except Exception as exc:  # noqa: BLE001
             out.append(exc)
     return out
@@ -382,8 +392,10 @@ def process_extract_batch(raws: list[bytes], deps: ExtractDeps,
     model = {"name": extractor.name, "version": extractor.version}
     t0 = time.perf_counter()
     images = [ev.image for _, ev, _ in good]
+    rule_labels = [ev.rule_labels for _, ev, _ in good]
     labels = _label_batch([ev.page for _, ev, _ in good], extractor,
-                          images if any(i is not None for i in images) else None)
+                          images if any(i is not None for i in images) else None,
+                          rule_labels if any(r is not None for r in rule_labels) else None)
     model_s = (time.perf_counter() - t0) / len(good)
     for (raw, ev, origin), labs in zip(good, labels, strict=True):
         if isinstance(labs, BaseException):

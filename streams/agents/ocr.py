@@ -15,8 +15,10 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from socratext.document import OcrPage
+from socratext.document import OcrPage, WordLabel
 from socratext.errors import OCR_FAILED, STORAGE_UNAVAILABLE, SocratextError
+from socratext.extractors.rules import label_page
+from socratext.privacy import mask_page
 from socratext.retry import Backoff, retry_call
 from socratext.settings import Settings
 from streams.agents import Origin, dead, log, publish
@@ -113,6 +115,21 @@ def _fetch(up: UploadEvent, deps: OcrDeps) -> bytes:
                                                   f"{time.monotonic() - t0:.1f} s)") from exc
 
 
+def _rule_labels(page: OcrPage, timings: dict[str, float], extra: dict[str, Any]) -> list[WordLabel] | None:
+    """The rules extractor's labels of the page, for the OCR event (`settings.ocr_event_rule_labels`: the
+    extraction stage, whose host time bounds a GPU worker, then does not run the rules again). A failure
+    here only leaves them out: the extraction stage labels the page itself and reports what breaks."""
+    t0 = time.perf_counter()
+    try:
+        labels = label_page(page)
+    except Exception:  # noqa: BLE001 - never lose a page over an optional hint
+        log.warning("rules failed in the OCR stage; the extraction stage will run them", exc_info=True,
+                    extra=extra)
+        return None
+    timings["rules"] = (time.perf_counter() - t0) * 1e3
+    return labels
+
+
 def _process_upload(raw: bytes, up: UploadEvent, deps: OcrDeps, origin: Origin | None) -> list[OutEvent]:
     m = deps.metrics
     extra = {"receipt_id": up.receipt_id, "stage": STAGE}
@@ -142,7 +159,9 @@ def _process_upload(raw: bytes, up: UploadEvent, deps: OcrDeps, origin: Origin |
         timings = {"fetch": (t1 - t0) * 1e3, "decode": (t2 - t1) * 1e3 / n, **result.timings_ms}
         seen = getattr(result, "image", None) or image  # the preprocessed page the boxes refer to
         attached = seen if deps.settings.ocr_event_page_image else None
-        out.append(OutEvent(OCR, rid, ocr_event(up, result.page, number, n, timings, attached)))
+        page = mask_page(result.page)  # as it leaves this stage: no card number (socratext.privacy)
+        rules = _rule_labels(page, timings, extra) if deps.settings.ocr_event_rule_labels else None
+        out.append(OutEvent(OCR, rid, ocr_event(up, page, number, n, timings, attached, rules)))
         if m is not None:
             m.observe_stage("ocr", ocr_s)
             m.count(STAGE, "out")
