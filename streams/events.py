@@ -308,8 +308,8 @@ def parse_ocr(raw: bytes, *, decode_image: bool = True) -> OcrEvent:
 
 def rule_labels_doc(labels: list[WordLabel]) -> dict[str, Any]:
     """An OCR event's `rule_labels`: the rules extractor's label and probability of every word of the
-    (masked) page, and which rules gave them (`socratext.model.hints.rules_id`)."""
-    from socratext.model.hints import rules_id
+    (masked) page, and which rules gave them (`socratext.extractors.rules.rules_id`)."""
+    from socratext.extractors.rules import rules_id
 
     return {"rules": rules_id(), "labels": [w.label for w in labels],
             "probabilities": [w.probability for w in labels]}
@@ -319,8 +319,8 @@ def parse_rule_labels(doc: Any, n_words: int) -> list[WordLabel] | None:
     """`rule_labels` → one `WordLabel` per word; None when other rules than this worker's gave them (a
     rolling upgrade, a replay of older events: the extraction stage then labels the page itself).
     Anything malformed (count, unknown label, probability outside [0, 1]) is a malformed event."""
+    from socratext.extractors.rules import rules_id
     from socratext.labels import WORD_LABELS
-    from socratext.model.hints import rules_id
 
     if not isinstance(doc, dict) or not isinstance(doc.get("rules"), str) \
             or not isinstance(doc.get("labels"), list) or not isinstance(doc.get("probabilities"), list):

@@ -9,6 +9,7 @@ import json
 import logging
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -302,6 +303,25 @@ def test_extract_batch_decodes_page_images_only_for_an_extractor_that_looks() ->
     (review,) = by_topic(outs, REVIEW)
     assert review.value["page_image"] == doc["page_image"]
     jsonschema.validate(review.value, load_schema(REVIEW))
+
+
+def test_ocr_stage_runs_without_the_model_stack() -> None:
+    """The OCR worker (CPU, ~200 MB) labels its pages with the rules and never imports torch or
+    transformers for it: the rules' name and version live beside the rules, not in socratext.model."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json\n"
+            "from tests.test_agents import ocr_deps, upload, jpeg\n"
+            "from streams.agents.ocr import process_ocr_event\n"
+            "from streams import events as ev\n"
+            "(out,) = process_ocr_event(upload('r1', 'u/r1.jpg'), ocr_deps({'u/r1.jpg': jpeg()}))\n"
+            "assert ev.parse_ocr(ev.dumps(out.value)).rule_labels\n"
+            "print(json.dumps(sorted(m for m in ('torch', 'transformers') if m in sys.modules)))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == []
 
 
 def test_extract_batch_uses_the_rules_labels_of_the_ocr_event() -> None:

@@ -667,4 +667,11 @@ class RulesExtractor:
                 for p, given in zip(pages, rule_labels, strict=True)]
 
 
-__all__ = ["RulesExtractor", "label_page", "build_rows"]
+def rules_id() -> str:
+    """These rules' name and version, `rules-<version>`: what a hinted model's config records and what an
+    OCR event's `rule_labels` say they came from (here, not in `socratext.model`, whose import brings in
+    torch: the OCR worker names its rules without it)."""
+    return f"{RulesExtractor.name}-{RulesExtractor.version}"
+
+
+__all__ = ["RulesExtractor", "label_page", "build_rows", "rules_id"]

@@ -32,10 +32,10 @@ HINT_INDEX = {lab: i for i, lab in enumerate(HINT_LABELS)}
 
 
 def rules_id() -> str:
-    """Which rules produce the hints, as recorded in a hinted model's config."""
-    from socratext.extractors.rules import RulesExtractor
+    """Which rules produce the hints, as recorded in a hinted model's config (`rules-<version>`)."""
+    from socratext.extractors.rules import rules_id as current
 
-    return f"{RulesExtractor.name}-{RulesExtractor.version}"
+    return current()
 
 
 def hint_ids(labels: Sequence[str]) -> list[int]:
