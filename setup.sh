@@ -41,7 +41,7 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python dependencies into .venv (first time: a few minutes, torch is large)"
   .venv/bin/python -m pip install -q --upgrade "pip>=24"
-  .venv/bin/python -m pip install -q --no-binary tesserocr -c constraints.txt -e ".[stream,train,dev]"
+  .venv/bin/python -m pip install -q --no-binary tesserocr -c constraints.txt -e ".[stream,train,dev,ppocr]"
   echo "$want" > "$stamp"
 fi
 log "ready: .venv/bin/socratext --help"

@@ -159,13 +159,12 @@ class OcrStage:
         self.ocr = make_ocr(self.settings, languages=self.settings.ocr_languages, preprocess=False)
 
     def __call__(self, images: Sequence[Image.Image]) -> list[OcrResult]:
-        from socratext.ocr import preprocess
         from socratext.privacy import mask_page
 
         out = []
         for img in images:
             t0 = time.perf_counter()
-            pre = preprocess(img, self.settings)
+            pre = self.ocr.prepare(img)
             t1 = time.perf_counter()
             page = self.ocr([pre])[0]
             timings = {"preprocess": (t1 - t0) * 1e3, "ocr": (time.perf_counter() - t1) * 1e3}

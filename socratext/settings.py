@@ -32,7 +32,14 @@ class Settings(BaseSettings):
     # "tesserocr": Tesseract's C++ API in-process, models loaded once per engine (about 2x less CPU per
     # receipt, bench/bench_ocr_backends.py); "pytesseract": one `tesseract` program run per image. When the
     # tesserocr package or tessdata is missing, "tesserocr" falls back to "pytesseract" with a warning.
-    ocr_backend: str = "tesserocr"
+    # "ppocr": PP-OCRv6 detection + recognition (deep networks whose weights ship in the rapidocr wheel)
+    # through onnxruntime, words regrouped into rows from their boxes (socratext/ocr/ppocr_backend.py).
+    ocr_backend: Literal["tesserocr", "pytesseract", "ppocr"] = "tesserocr"
+    # onnxruntime intra-op threads per PP-OCR engine: a worker already reads one receipt per core
+    # (ocr_concurrency), so one thread each keeps the cores from being oversubscribed.
+    ocr_intra_op_threads: int = 1
+    # Long side of the image PP-OCR reads (never enlarged: its detector resizes by itself).
+    ppocr_max_side: int = 1800
     # Extra Tesseract variables for both backends. Tesseract 5 re-reads every line it is unsure of as
     # white-on-black text; receipts print none, and skipping it took 7 % off the OCR CPU time on 20 SROIE
     # receipts with the same words (bench/bench_ocr_backends.py, variant tesserocr-noinvert). Set "" to

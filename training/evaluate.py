@@ -205,7 +205,6 @@ class CachedOcrStage:
 
     def __call__(self, images: list[Image.Image]) -> list[object]:
         from socratext.document import OcrPage
-        from socratext.ocr import preprocess
         from socratext.pipeline import OcrResult, sharpen
 
         if self.cache_dir is None:
@@ -215,7 +214,7 @@ class CachedOcrStage:
             path = self.cache_dir / f"{self._key(img)}.json"
             if path.is_file():
                 d = json.loads(path.read_text())
-                pre = preprocess(img, self.stage.settings)
+                pre = self.stage.ocr.prepare(img)
                 out.append(OcrResult(OcrPage.from_dict(d["page"]), sharpen(pre) if d["sharpened"] else pre,
                                      d["timings_ms"], d["sharpened"]))
                 continue

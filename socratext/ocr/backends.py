@@ -15,7 +15,7 @@ from typing import Any
 from socratext.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-BACKENDS = ("pytesseract", "tesserocr")
+BACKENDS = ("pytesseract", "tesserocr", "ppocr")
 
 
 @functools.lru_cache(maxsize=4)
@@ -34,14 +34,19 @@ def _warn_version_mismatch(library: str) -> None:
 
 
 def make_ocr(settings: Settings | None = None, backend: str | None = None, **kwargs: Any) -> Any:
-    """An OCR engine (`TesseractOcr` or `TesserocrOcr`) for `backend` (default `settings.ocr_backend`);
-    `kwargs` go to its constructor (languages, psm, preprocess, extra_config, ...)."""
+    """An OCR engine (`TesseractOcr`, `TesserocrOcr` or `PpOcr`) for `backend` (default
+    `settings.ocr_backend`); `kwargs` go to its constructor (languages, psm, preprocess, extra_config, ...).
+    PP-OCR has no fallback: asking for it where rapidocr is not installed is an error, not Tesseract."""
     from socratext.ocr.tesseract import TesseractOcr
 
     settings = settings or get_settings()
     backend = backend or settings.ocr_backend
     if backend not in BACKENDS:
         raise ValueError(f"ocr_backend must be one of {BACKENDS}, not {backend!r}")
+    if backend == "ppocr":
+        from socratext.ocr.ppocr_backend import PpOcr
+
+        return PpOcr(settings=settings, **kwargs)
     if backend == "tesserocr":
         from socratext.errors import SocratextError
         from socratext.ocr import tesserocr_backend

@@ -54,6 +54,11 @@ class TesseractEngine:
         # starts; setdefault keeps an operator's explicit choice.
         os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
+    def prepare(self, img: Image.Image) -> Image.Image:
+        """The image this engine reads and its boxes refer to (`socratext.ocr.preprocess`): each engine
+        has its own, since what helps Tesseract (enlarging small scans) only costs a deep OCR time."""
+        return _preprocess(img, self.settings)
+
     def __call__(self, images: list[Image.Image]) -> list[OcrPage]:
         return [page for page, _ in self.run(images)]
 
@@ -61,7 +66,7 @@ class TesseractEngine:
         """OCR each image; also return the image the boxes refer to (for models that look at pixels)."""
         out = []
         for img in images:
-            seen = _preprocess(img, self.settings) if self.preprocess else img
+            seen = self.prepare(img) if self.preprocess else img
             out.append((self.read(seen), seen))
         return out
 
