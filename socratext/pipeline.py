@@ -119,6 +119,7 @@ class OcrResult:
     image: Image.Image
     timings_ms: dict[str, float]
     sharpened: bool = False  # the second pass (sharpened copy) won: `image` is that copy
+    second_engine: bool = False  # the second pass's other engine (`ocr_second_pass_backend`) won
 
 
 def key_fields_readable(page: OcrPage) -> int:
@@ -157,6 +158,11 @@ class OcrStage:
         # the OCR boxes refer to (deskewed and resized). The engine (`settings.ocr_backend`) is
         # thread-safe: the streaming worker calls one stage from several threads.
         self.ocr = make_ocr(self.settings, languages=self.settings.ocr_languages, preprocess=False)
+        backend2 = self.settings.ocr_second_pass_backend
+        self.second_ocr = (make_ocr(self.settings, backend=backend2, languages=self.settings.ocr_languages,
+                                    preprocess=False)
+                           if self.settings.ocr_second_pass and backend2 else None)
+        """The engine of the second pass when it is another engine (`ocr_second_pass_backend`)."""
 
     def __call__(self, images: Sequence[Image.Image]) -> list[OcrResult]:
         from socratext.privacy import mask_page
@@ -168,16 +174,24 @@ class OcrStage:
             t1 = time.perf_counter()
             page = self.ocr([pre])[0]
             timings = {"preprocess": (t1 - t0) * 1e3, "ocr": (time.perf_counter() - t1) * 1e3}
-            sharpened = False
+            sharpened = second_engine = False
             if self.settings.ocr_second_pass and (score := key_fields_readable(page)) < 2:
                 t2 = time.perf_counter()
-                alt = sharpen(pre)
-                alt_page = self.ocr([alt])[0]
-                if key_fields_readable(alt_page) > score:
-                    page, pre, sharpened = alt_page, alt, True
+                if self.second_ocr is not None:
+                    # Another engine reads the image as it prepares it; it wins ties: it is only asked
+                    # for where the first engine failed, and it is the more accurate one.
+                    alt = self.second_ocr.prepare(img)
+                    alt_page = self.second_ocr([alt])[0]
+                    if key_fields_readable(alt_page) >= score:
+                        page, pre, second_engine = alt_page, alt, True
+                else:
+                    alt = sharpen(pre)
+                    alt_page = self.ocr([alt])[0]
+                    if key_fields_readable(alt_page) > score:
+                        page, pre, sharpened = alt_page, alt, True
                 timings["ocr_second_pass"] = (time.perf_counter() - t2) * 1e3
             # No card number goes further than the OCR: model input, outputs and logs see it masked.
-            out.append(OcrResult(mask_page(page), pre, timings, sharpened))
+            out.append(OcrResult(mask_page(page), pre, timings, sharpened, second_engine))
         return out
 
 

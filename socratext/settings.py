@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     ocr_max_side: int = 1800
     ocr_deskew: bool = True
     ocr_second_pass: bool = True  # re-read a sharpened copy when the date or total line was not read
+    # The engine of that second pass: "" = the same engine on a sharpened copy; "ppocr" (with a Tesseract
+    # ocr_backend) = PP-OCR on the image itself, i.e. Tesseract first and the deep OCR only for the
+    # receipts whose date or total line Tesseract could not read.
+    ocr_second_pass_backend: Literal["", "tesserocr", "pytesseract", "ppocr"] = ""
     # "tesserocr": Tesseract's C++ API in-process, models loaded once per engine (about 2x less CPU per
     # receipt, bench/bench_ocr_backends.py); "pytesseract": one `tesseract` program run per image. When the
     # tesserocr package or tessdata is missing, "tesserocr" falls back to "pytesseract" with a warning.

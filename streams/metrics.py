@@ -54,6 +54,10 @@ class StreamMetrics:
                                   ["code"], registry=r)
         self.model_info = Gauge("socratext_model_info", "The extractor this worker runs (value 1)",
                                 ["name", "version"], registry=r)
+        self.ocr_engine = Gauge("socratext_ocr_engine_info",
+                                "The OCR engine this worker runs and on which device (value 1); "
+                                "requested != device means the device asked for cannot be used here",
+                                ["backend", "requested", "device"], registry=r)
 
     def count(self, stage: str, outcome: str, n: int = 1) -> None:
         self.receipts.labels(stage=stage, outcome=outcome).inc(n)
@@ -64,6 +68,16 @@ class StreamMetrics:
     def set_model(self, name: str, version: str) -> None:
         self.model_info.clear()
         self.model_info.labels(name=name, version=version).set(1)
+
+    def set_ocr_engine(self, engine: object) -> None:
+        """Publish the OCR engine's backend and device: a worker asked to run PP-OCR on CUDA where
+        onnxruntime cannot (no onnxruntime-gpu, no CUDA libraries) shows `requested="cuda", device="cpu"`
+        on the dashboard, not only in its log."""
+        backend = str(getattr(engine, "name", type(engine).__name__))
+        device = str(getattr(engine, "device", "cpu"))
+        requested = "cuda" if getattr(engine, "cuda_requested", False) else device
+        self.ocr_engine.clear()
+        self.ocr_engine.labels(backend=backend, requested=requested, device=device).set(1)
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (0 when absent) — for tests and the demo."""

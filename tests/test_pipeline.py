@@ -5,6 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from socratext.document import OcrPage, Word
+from socratext.ocr import preprocess
 from socratext.pipeline import OcrStage, key_fields_readable
 from socratext.settings import Settings
 
@@ -35,9 +36,19 @@ class FakeOcr:
         self.pages = list(pages)
         self.seen: list[Image.Image] = []
 
+    def prepare(self, img: Image.Image) -> Image.Image:
+        return preprocess(img)
+
     def __call__(self, images: list[Image.Image]) -> list[OcrPage]:
         self.seen.extend(images)
         return [self.pages.pop(0)]
+
+
+class OtherFakeOcr(FakeOcr):
+    """Another engine, with its own way of preparing the image (as PP-OCR, which does not upscale)."""
+
+    def prepare(self, img: Image.Image) -> Image.Image:
+        return img.convert("L")
 
 
 def stage_with(fake: FakeOcr, second_pass: bool = True) -> OcrStage:
@@ -68,6 +79,36 @@ def test_second_pass_is_dropped_when_it_reads_less() -> None:
     fake = FakeOcr(NO_DATE, NOTHING)
     res = stage_with(fake)([IMG])[0]
     assert len(fake.seen) == 2 and res.page is NO_DATE and res.image is fake.seen[0]
+
+
+def test_second_pass_by_another_engine_reads_the_image_its_own_way() -> None:
+    first, second = FakeOcr(NO_DATE), OtherFakeOcr(GOOD)
+    stage = stage_with(first)
+    stage.second_ocr = second  # type: ignore[assignment]
+    res = stage([IMG])[0]
+    assert res.page is GOOD and res.second_engine and not res.sharpened
+    assert len(first.seen) == 1 and len(second.seen) == 1
+    assert second.seen[0].size == IMG.size and res.image is second.seen[0]
+
+
+def test_second_engine_wins_ties_and_is_not_asked_when_the_first_read_enough() -> None:
+    first, second = FakeOcr(NO_DATE), OtherFakeOcr(NO_DATE)
+    stage = stage_with(first)
+    stage.second_ocr = second  # type: ignore[assignment]
+    res = stage([IMG])[0]
+    assert res.second_engine and res.image is second.seen[0]
+    first, second = FakeOcr(GOOD), OtherFakeOcr(GOOD)
+    stage = stage_with(first)
+    stage.second_ocr = second  # type: ignore[assignment]
+    assert not stage([IMG])[0].second_engine and second.seen == []
+
+
+def test_second_pass_backend_setting_builds_the_other_engine() -> None:
+    from socratext.ocr.ppocr_backend import PpOcr
+
+    stage = OcrStage(Settings(ocr_backend="tesserocr", ocr_second_pass_backend="ppocr"))
+    assert isinstance(stage.second_ocr, PpOcr)
+    assert OcrStage(Settings()).second_ocr is None
 
 
 def test_second_pass_can_be_turned_off() -> None:

@@ -189,3 +189,16 @@ def test_engine_failure_is_the_receipts_error(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(SocratextError) as exc:
         ocr([receipt_image()])
     assert exc.value.code == OCR_FAILED and "exploded" in exc.value.message
+
+
+def test_worker_metric_shows_cuda_asked_and_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.agents.ocr import build_ocr_deps
+    from streams.metrics import StreamMetrics
+
+    monkeypatch.setattr(pb, "cuda_provider_available", lambda: False)
+    metrics = StreamMetrics()
+    build_ocr_deps(Settings(ocr_backend="ppocr", device="cuda"), metrics)
+    assert metrics.value("socratext_ocr_engine_info", backend="ppocr", requested="cuda", device="cpu") == 1
+    build_ocr_deps(Settings(ocr_backend="ppocr"), metrics)  # the CPU asked for: nothing amiss
+    assert metrics.value("socratext_ocr_engine_info", backend="ppocr", requested="cuda", device="cpu") == 0
+    assert metrics.value("socratext_ocr_engine_info", backend="ppocr", requested="cpu", device="cpu") == 1

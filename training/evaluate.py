@@ -163,10 +163,16 @@ class Score:
     receipts: int = 0
     date_and_total: int = 0
     model_ms: list[float] = field(default_factory=list)
+    ocr_ms: list[float] = field(default_factory=list)  # OCR wall ms of each receipt, both passes
+    second_passes: int = 0  # receipts the OCR read twice (the first pass missed the date or total line)
 
-    def update(self, pred: dict[str, str], gold: dict[str, str], model_ms: float) -> None:
+    def update(self, pred: dict[str, str], gold: dict[str, str], model_ms: float,
+               ocr_timings: dict[str, float] | None = None) -> None:
         self.receipts += 1
         self.model_ms.append(model_ms)
+        if ocr_timings:
+            self.ocr_ms.append(ocr_timings.get("ocr", 0.0) + ocr_timings.get("ocr_second_pass", 0.0))
+            self.second_passes += "ocr_second_pass" in ocr_timings
         for f in self.fields:
             p, g = pred.get(f), gold.get(f)
             self.counts.setdefault(f, Counts()).add(p, g, hit(f, p, g))
@@ -183,7 +189,10 @@ class Score:
         return {"receipts": self.receipts, "per_field": per,
                 "micro": {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4)},
                 "date_and_total_exact": round(self.date_and_total / max(self.receipts, 1), 4),
-                "model_ms_per_receipt_median": round(ms[len(ms) // 2], 2) if ms else None}
+                "model_ms_per_receipt_median": round(ms[len(ms) // 2], 2) if ms else None,
+                "ocr_ms_per_receipt_mean": (round(sum(self.ocr_ms) / len(self.ocr_ms), 1)
+                                            if self.ocr_ms else None),
+                "ocr_second_pass_share": round(self.second_passes / max(self.receipts, 1), 4)}
 
 
 class CachedOcrStage:
@@ -200,8 +209,10 @@ class CachedOcrStage:
 
     def _key(self, img: Image.Image) -> str:
         s, engine = self.stage.settings, self.stage.ocr
+        second = self.stage.second_ocr
         return image_key(img, f"stage|{s.ocr_languages}|{s.ocr_max_side}|{s.ocr_deskew}|{s.ocr_second_pass}|"
-                              f"{type(engine).__name__}|{engine.config}")
+                              f"{type(engine).__name__}|{engine.config}|"
+                              f"{second.config if second is not None else ''}")
 
     def __call__(self, images: list[Image.Image]) -> list[object]:
         from socratext.document import OcrPage
@@ -214,15 +225,16 @@ class CachedOcrStage:
             path = self.cache_dir / f"{self._key(img)}.json"
             if path.is_file():
                 d = json.loads(path.read_text())
-                pre = self.stage.ocr.prepare(img)
+                second = d.get("second_engine", False)
+                pre = (self.stage.second_ocr if second else self.stage.ocr).prepare(img)
                 out.append(OcrResult(OcrPage.from_dict(d["page"]), sharpen(pre) if d["sharpened"] else pre,
-                                     d["timings_ms"], d["sharpened"]))
+                                     d["timings_ms"], d["sharpened"], second))
                 continue
             (res,) = self.stage([img])
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"page": res.page.export(), "timings_ms": res.timings_ms,
-                                       "sharpened": res.sharpened}))
+                                       "sharpened": res.sharpened, "second_engine": res.second_engine}))
             tmp.replace(path)
             out.append(res)
         return out
@@ -246,7 +258,7 @@ def evaluate(samples: Iterator[Sample], extractors: dict[str, object], fields: l
         for name, stage in stages.items():
             rec = stage([res.page], [res.image], [s.name], [{"path": s.name}])[0]
             pred = {k: v.value for k, v in rec.fields.items()}
-            scores[name].update(pred, s.gold, rec.timings_ms.get("model", 0.0))
+            scores[name].update(pred, s.gold, rec.timings_ms.get("model", 0.0), res.timings_ms)
             if errors is not None:
                 errors.extend(misses(s.name, name, fields, pred, s.gold, res.page))
         if on_sample:
@@ -270,7 +282,8 @@ def print_tables(results: dict[str, dict[str, object]], title: str) -> None:
     for n in names:
         r = results[n]
         print(f"{n}: {r['receipts']} receipts, date+total exact {r['date_and_total_exact']:.1%}, "
-              f"model ms/receipt (median) {r['model_ms_per_receipt_median']}")
+              f"model ms/receipt (median) {r['model_ms_per_receipt_median']}, OCR ms/receipt (mean, wall) "
+              f"{r['ocr_ms_per_receipt_mean']}, second OCR pass on {r['ocr_second_pass_share']:.0%}")
 
 
 def write_errors(path: Path, errors: list[Miss]) -> None:

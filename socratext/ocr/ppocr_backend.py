@@ -156,7 +156,10 @@ class PpOcr:
                                      "with the CUDA libraries it was built for)")
             log.error("ocr_backend=ppocr with device=cuda, but %s: PP-OCR runs on the CPU",
                       self.cuda_unavailable)
-        self.device = "cuda" if self.cuda_requested and not self.cuda_unavailable else "cpu"
+        # "auto" (the default) takes the GPU when onnxruntime-gpu can use one and says nothing otherwise.
+        use_cuda = (self.cuda_requested and not self.cuda_unavailable) or (
+            self.settings.device == "auto" and cuda_provider_available())
+        self.device = "cuda" if use_cuda else "cpu"
         self.config = (f"ppocr det=PP-OCRv6-small rec=PP-OCRv6-small cls=off "
                        f"threads={self.intra_op_threads} max_side={self.settings.ppocr_max_side}")
         """Every option that changes what is read (the OCR caches' key)."""

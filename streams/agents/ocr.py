@@ -62,7 +62,10 @@ def build_ocr_deps(settings: Settings, metrics: StreamMetrics | None) -> OcrDeps
     from socratext.storage import ObjectStore
 
     store = ObjectStore(settings)
-    return OcrDeps(settings, store.get_bytes, load_images, OcrStage(settings), metrics)
+    stage = OcrStage(settings)
+    if metrics is not None:
+        metrics.set_ocr_engine(stage.ocr)
+    return OcrDeps(settings, store.get_bytes, load_images, stage, metrics)
 
 
 def process_ocr_event(raw: bytes, deps: OcrDeps, origin: Origin | None = None) -> list[OutEvent]:
