@@ -10,7 +10,13 @@ its second pass) with the default settings (fra+eng, psm 6, long side 1800 px) u
 - `tesserocr`: Tesseract's C++ API in this process, models loaded once (`socratext.ocr.tesserocr_backend`);
 - `tesserocr-1400`, `tesserocr-psm4`: the same with a smaller working size / another page segmentation;
 - `pytesseract-procs2`, `tesserocr-procs2`: a pool of 2 worker processes, each doing decode+preprocess+OCR;
-- `tesserocr-threads2`: 2 threads in this process sharing one engine pool (the streaming worker's way).
+- `tesserocr-threads2`: 2 threads in this process sharing one engine pool (the streaming worker's way);
+- `ppocr`, `ppocr-threads2`, `ppocr-procs2`: PP-OCRv6 small through rapidocr/onnxruntime
+  (`socratext.ocr.ppocr_backend`, one intra-op thread per engine), its own preprocessing (no upscale);
+  `ppocr-2threads`: one engine with 2 intra-op threads (onnxruntime parallelising one receipt instead).
+
+`peak RSS MB` is the largest resident size of a worker process of the `-procs2` variants (one engine each,
+after the run): what one OCR process of that engine costs in memory.
 
 Images go in chunks of `--chunk`; every variant does every chunk, in a rotating order, so a load spike on
 this shared machine hits all of them alike. `wall s/rec` is the chunk's wall time over its images (for
@@ -49,6 +55,7 @@ class Variant:
     max_side: int = 1800
     config: str = ""  # extra tesseract variables, `-c name=value ...`; "" = Tesseract's own defaults
     languages: str = ""  # "" = the settings' (fra+eng)
+    intra_op_threads: int = 1  # PP-OCR: onnxruntime threads per engine
 
 
 VARIANTS = [
@@ -64,7 +71,12 @@ VARIANTS = [
     Variant("pytesseract-procs2", "pytesseract", workers=2, pool="procs"),
     Variant("tesserocr-procs2", "tesserocr", workers=2, pool="procs"),
     Variant("tesserocr-threads2", "tesserocr", workers=2, pool="threads"),
+    Variant("ppocr", "ppocr"),
+    Variant("ppocr-2threads", "ppocr", intra_op_threads=2),
+    Variant("ppocr-threads2", "ppocr", workers=2, pool="threads"),
+    Variant("ppocr-procs2", "ppocr", workers=2, pool="procs"),
 ]
+ENGINE_CLASS = {"tesserocr": "TesserocrOcr", "pytesseract": "TesseractOcr", "ppocr": "PpOcr"}
 
 _ENGINES: dict[tuple[str, int, int, str, str], object] = {}  # per process: engines stay loaded between calls
 
@@ -73,12 +85,13 @@ def _engine(v: Variant) -> object:
     from socratext.ocr import make_ocr
     from socratext.settings import Settings
 
-    key = (v.backend, v.psm, v.max_side, v.config, v.languages)
+    key = (v.backend, v.psm, v.max_side, v.config, v.languages, v.intra_op_threads)
     if key not in _ENGINES:
-        settings = Settings(ocr_max_side=v.max_side, ocr_backend=v.backend)
+        settings = Settings(ocr_max_side=v.max_side, ocr_backend=v.backend,
+                            ocr_intra_op_threads=v.intra_op_threads)
         ocr = make_ocr(settings, psm=v.psm, preprocess=True, extra_config=v.config,
                        languages=v.languages or None)
-        if type(ocr).__name__ != {"tesserocr": "TesserocrOcr", "pytesseract": "TesseractOcr"}[v.backend]:
+        if type(ocr).__name__ != ENGINE_CLASS[v.backend]:
             raise SystemExit(f"{v.backend} is not usable here (is tesserocr installed?)")
         _ENGINES[key] = ocr
     return _ENGINES[key]
@@ -103,6 +116,11 @@ def _warm(v: Variant, path: str) -> None:
     ocr_file(v, path)
 
 
+def _peak_rss_mb(_: int) -> float:
+    """This process's peak resident set size (Linux reports it in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 @dataclass
 class Tally:
     matched: int = 0
@@ -117,9 +135,14 @@ class Tally:
 def run_chunk(v: Variant, paths: list[str], pool: Executor | None) -> tuple[list[list[str]], float, float]:
     t0 = time.perf_counter()
     if pool is None:
+        # The whole process's CPU: an engine with several intra-op threads works on threads of its own,
+        # which the per-thread clock of `ocr_file` does not see.
+        c0, k0 = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
         results = [ocr_file(v, p) for p in paths]
-    else:
-        results = list(pool.map(ocr_file, [v] * len(paths), paths))
+        k1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = time.process_time() - c0 + (k1.ru_utime - k0.ru_utime) + (k1.ru_stime - k0.ru_stime)
+        return [r[0] for r in results], time.perf_counter() - t0, cpu
+    results = list(pool.map(ocr_file, [v] * len(paths), paths))
     wall = time.perf_counter() - t0
     return [r[0] for r in results], wall, sum(r[1] for r in results)
 
@@ -193,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                 t.chunks.append(wall / len(idx))
             done = min((c + 1) * args.chunk, len(paths))
             print(f"  {done}/{len(paths)} images  load {os.getloadavg()[0]:.2f}", flush=True)
+        peak_rss = {name: round(max(p.map(_peak_rss_mb, range(4))), 1)
+                    for name, p in pools.items() if isinstance(p, ProcessPoolExecutor)}
     finally:
         for p in pools.values():
             p.shutdown()
@@ -211,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             "speedup_cpu_vs_pytesseract": round(base.cpu_s / t.cpu_s, 2) if t.cpu_s else None,
             "recall_minus_pytesseract": round(t.matched / max(t.n_gt, 1) - base.matched / max(base.n_gt, 1),
                                               4),
+            "peak_rss_mb_per_process": peak_rss.get(v.name),
         })
     from socratext.ocr import TesseractOcr
 
@@ -231,11 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(stems)} {args.dataset} images, {os.cpu_count()} CPUs, load {load['loadavg_start'][0]} → "
           f"{load['loadavg_end'][0]}")
     print(f"{'variant':22s} {'recall':>7s} {'prec':>7s} {'wall s/rec':>10s} {'cpu s/rec':>9s} "
-          f"{'x wall':>7s} {'x cpu':>6s}")
+          f"{'x wall':>7s} {'x cpu':>6s} {'peak RSS MB':>11s}")
     for r in results:
         print(f"{r['name']:22s} {r['recall']:7.4f} {r['precision']:7.4f} {r['wall_s_per_receipt']:10.3f} "
               f"{r['cpu_s_per_receipt']:9.3f} {r['speedup_wall_vs_pytesseract']!s:>7s} "
-              f"{r['speedup_cpu_vs_pytesseract']!s:>6s}")
+              f"{r['speedup_cpu_vs_pytesseract']!s:>6s} {r['peak_rss_mb_per_process']!s:>11s}")
     write_json(args.out, out)
     return 0
 

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -630,6 +631,7 @@ def test_every_dashboard_query_returns_data_from_a_real_worker_endpoint(dashboar
 
     m, lag = StreamMetrics(), _StaticLag()
     m.set_model("rules", "1")
+    m.set_ocr_engine(SimpleNamespace(name="tesserocr", device="cpu"))
     worker = MetricsServer(m, 0, host="127.0.0.1").start()
     exporter = MetricsServer(lag, 0, host="127.0.0.1").start()  # type: ignore[arg-type]
     stop = threading.Event()

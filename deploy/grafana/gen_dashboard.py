@@ -174,6 +174,13 @@ def build() -> dict[str, Any]:
     d.timeseries("Workers up", "Scrape health of every worker replica, per service.",
                  [target('sum by (service) (up{job="socratext-worker"})', "{{service}}")], 16, y, w=8)
 
+    y = d.row("OCR engine", 8)
+    d.table("OCR engine per worker",
+            "socratext_ocr_engine_info: the OCR engine each OCR worker runs, the device it was asked for "
+            "and the device it runs on. requested=cuda with device=cpu means CUDA could not run there "
+            "(the worker logs why).",
+            "max by (instance, backend, requested, device) (socratext_ocr_engine_info)", 0, y, 24)
+
     return {
         "uid": "socratext-pipeline",
         "title": "Socratext pipeline",
