@@ -40,13 +40,17 @@ def run_cli(tree: Path, files: list[Path], omp_thread_limit: str | None, model: 
     load0 = loadavg()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    out = proc.stdout.read() if proc.stdout else b""
+    stamps = [time.perf_counter() - t0 for line in (proc.stdout or []) if line.strip()]  # per JSON line
     _, status, ru = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    lines = [line for line in out.splitlines() if line.strip()]
+    # after the first line: the steady rate, without the start-up (imports, model load) every run pays once
+    span = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
+    steady = (len(stamps) - 1) / span if span > 0 else None
     return {"tree": str(tree), "omp_thread_limit": omp_thread_limit, "extra_args": extra or [],
-            "exit_code": proc.returncode, "receipts": len(lines), "wall_s": round(wall, 2),
+            "exit_code": proc.returncode, "receipts": len(stamps), "wall_s": round(wall, 2),
+            "first_line_s": round(stamps[0], 2) if stamps else None,
+            "steady_receipts_per_s": round(steady, 3) if steady else None,
             "user_s": round(ru.ru_utime, 2), "sys_s": round(ru.ru_stime, 2),
             "cpu_s": round(ru.ru_utime + ru.ru_stime, 2), "loadavg_start": load0, "loadavg_end": loadavg()}
 
