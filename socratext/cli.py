@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -124,17 +125,21 @@ def extract(
                 speed = bar.tasks[0].speed
                 bar.update(task, completed=n, rate=f"{speed:.2f} files/s" if speed else "")
 
-            for res in iter_extract_files(files, model, batch_size=batch_size, jobs=jobs, skip_ids=skip,
-                                          progress=tick):
-                if isinstance(res, Failure):
-                    failed += 1
-                    err.print(f"[red]error[/red] {res.source}: {res.code}: {res.message}", highlight=False,
-                              soft_wrap=True)
-                    continue
-                # one write and a flush per receipt: a consumer (or a Ctrl-C) sees whole lines only
-                sink.write(json.dumps(res.export(), ensure_ascii=False, indent=2 if pretty else None) + "\n")
-                sink.flush()
-                written += 1
+            results = iter_extract_files(files, model, batch_size=batch_size, jobs=jobs, skip_ids=skip,
+                                         progress=tick)
+            # closing: an interrupt between two receipts cancels the files not started now, not at exit
+            with contextlib.closing(results):
+                for res in results:
+                    if isinstance(res, Failure):
+                        failed += 1
+                        err.print(f"[red]error[/red] {res.source}: {res.code}: {res.message}",
+                                  highlight=False, soft_wrap=True)
+                        continue
+                    # one write and a flush per receipt: a consumer (or a Ctrl-C) sees whole lines only
+                    line = json.dumps(res.export(), ensure_ascii=False, indent=2 if pretty else None)
+                    sink.write(line + "\n")
+                    sink.flush()
+                    written += 1
     except KeyboardInterrupt:
         err.print(f"interrupted: {written} receipts written" + (f" to {out}; the same command resumes"
                                                                 if out is not None else ""), highlight=False)
