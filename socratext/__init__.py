@@ -9,13 +9,17 @@ every entry point (the CLI, the workers, `python -m training.*`, `import socrate
 before either. Tesseract's OpenMP threads made OCR of small receipts several times slower and spent more
 CPU spinning than reading (a plain shell: 407 s for 60 SROIE scans, 69 s with the variable exported;
 docs/benchmarks.md); parallelism belongs across receipts instead. Setting the variable in the OCR engine's
-constructor was too late: `tesserocr` had already been imported. `setdefault`: an operator's explicit
-value wins.
+constructor was too late: `tesserocr` had already been imported. An operator's explicit value wins.
+
+`OMP_NUM_THREADS=1` goes with it (unless set): torch asks OpenMP for teams of its intra-op thread count,
+and a team larger than the limit hung LayoutLMv2's backward pass (tests/test_layoutlmv2.py) in libgomp.
 """
 
 import os
 
-os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+if "OMP_THREAD_LIMIT" not in os.environ:
+    os.environ["OMP_THREAD_LIMIT"] = "1"
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from socratext.document import FieldValue, Item, OcrPage, Receipt, VatLine, Word, WordLabel  # noqa: E402
 from socratext.pipeline import extract, extract_files, load_extractor  # noqa: E402

@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import shlex
 import sys
@@ -578,7 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
     from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    torch.set_num_threads(max(1, args.threads))
+    # never more torch threads than OpenMP may run: a team over OMP_THREAD_LIMIT hangs in libgomp
+    limit = os.environ.get("OMP_THREAD_LIMIT", "")
+    torch.set_num_threads(max(1, min(args.threads, int(limit)) if limit.isdigit() else args.threads))
     seed_everything(args.seed)
     args.current = resolve_init(args)
     run_name = args.run_name or f"{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}"
