@@ -107,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=730000)
     ap.add_argument("--out", type=Path, default=Path("bench/results/batching.json"))
     args = ap.parse_args(argv)
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     from socratext.pipeline import load_extractor
 
     load0 = loadavg()

@@ -38,7 +38,6 @@ def receipt_blobs(n: int, seed: int) -> list[bytes]:
 
 def measure(n: int, seed: int = 710000, model: str = "rules") -> dict[str, object]:
     """The bound on `n` synthetic receipts: CPU ms per stage and per receipt, and receipts/s on all cores."""
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     from socratext.imaging import load_images
     from socratext.pipeline import ExtractStage, OcrStage, load_extractor
 
@@ -85,7 +84,6 @@ def _set_barrier(barrier: Any) -> None:
 
 def _plain_loop(blobs: list[bytes], model: str) -> tuple[float, float]:
     """One process of `measure_wall`: warm up, wait for the others at the barrier, run the loop."""
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     from socratext.imaging import load_images
     from socratext.pipeline import ExtractStage, OcrStage, load_extractor
 

@@ -184,7 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--languages", default="fra+eng")
     ap.add_argument("--configs", default="", help="comma-separated config names (default: all)")
     args = ap.parse_args(argv)
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
     if not (args.data / "img").is_dir():
         print(f"no SROIE data at {args.data}: nothing to measure")

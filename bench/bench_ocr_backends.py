@@ -174,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
                          "as the truth), since no French receipt images are at hand")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "ocr_backends.json")
     args = ap.parse_args(argv)
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     names = [s for s in args.variants.split(",") if s]
     wanted = [v for v in VARIANTS if not names or v.name in names]
     if "pytesseract" not in [v.name for v in wanted]:

@@ -136,7 +136,7 @@ class Workers:
         for i, stage in enumerate(self.stages):
             port = free_port()
             env = {"SOCRATEXT_METRICS_PORT": str(port), "SOCRATEXT_STATE_DIR": str(self.settings.state_dir),
-                   "OMP_THREAD_LIMIT": "1", **self.env}
+                   **self.env}
             log = Path(self.settings.state_dir) / f"bench-worker-{stage}-{i}.log"
             self.procs.append(start_worker(self.settings, log, stage, env))
             self.ports.append(port)

@@ -54,15 +54,23 @@ def upload_files(settings: Settings, files: list[tuple[str, bytes]], bucket: str
                  ) -> list[dict[str, str]]:
     """Put each `(name, data)` into the bucket and publish our upload event v1 for it.
 
+    The object is named by its content, so the original file name (`name`'s last part) goes with it: in
+    the event's `filename` and the object's metadata (`x-amz-meta-filename`, URL-encoded), which MinIO's
+    notification carries for files put under the notification prefix. The extracted event's `source`
+    repeats it.
+
     The receipt id is the content hash (as in `socratext extract`), so uploading a file twice gives the
     same id and downstream dedups it. Under the notification prefix we do not publish: MinIO's own
     notification announces the object, with the id `streams.events.s3_receipt_id(bucket, key, etag)`
     (the ETag of a single-part upload is the MD5 of the content).
     """
+    from urllib.parse import quote
+
+    from socratext.errors import SocratextError
     from socratext.pipeline import receipt_id_for
     from socratext.stack import UPLOAD_PREFIX
     from socratext.storage import ObjectStore
-    from streams.events import dumps, now_iso, s3_receipt_id
+    from streams.events import FILENAME_METADATA, check_filename, dumps, now_iso, s3_receipt_id
     from streams.topics import SCHEMA_VERSION
 
     bucket = bucket or settings.s3_bucket
@@ -76,10 +84,17 @@ def upload_files(settings: Settings, files: list[tuple[str, bytes]], bucket: str
             rid = receipt_id_for(data)
             key = f"{prefix}{rid}{Path(name).suffix.lower()}"
             ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
-            store.put_bytes(bucket, key, data, ctype)
+            try:
+                filename = check_filename(Path(name).name[-255:] or None)
+            except SocratextError:  # control characters in a local name: not passed on downstream
+                filename = None
+            meta = {FILENAME_METADATA: quote(filename, safe="")} if filename else None
+            store.put_bytes(bucket, key, data, ctype, metadata=meta)
             if announce:
                 event = {"schema_version": SCHEMA_VERSION, "receipt_id": rid, "bucket": bucket, "key": key,
                          "uploaded_at": now_iso(), "content_type": ctype}
+                if filename:
+                    event["filename"] = filename
                 producer.send(settings.topic_uploaded, key=rid.encode(), value=dumps(event))
             else:
                 rid = s3_receipt_id(bucket, key, hashlib.md5(data).hexdigest())

@@ -10,7 +10,8 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,60 +235,130 @@ class Failure:
     message: str
 
 
-def extract_files(paths: Sequence[str | Path], extractor: Extractor | str | None = None,
+def extract_files(paths: Iterable[str | Path], extractor: Extractor | str | None = None,
                   settings: Settings | None = None, batch_size: int = 8,
-                  progress: object | None = None) -> tuple[list[Receipt], list[Failure]]:
+                  progress: Callable[[int], object] | None = None,
+                  jobs: int = 1) -> tuple[list[Receipt], list[Failure]]:
     """Run the whole path on files; a bad file becomes a `Failure` and the others go on.
 
-    `progress`, when given, is called with the number of files finished after each one.
+    `progress`, when given, is called with the number of files finished after each one. Keeps every
+    receipt in memory: for many files, iterate `iter_extract_files` instead.
+    """
+    receipts: list[Receipt] = []
+    failures: list[Failure] = []
+    for out in iter_extract_files(paths, extractor, settings, batch_size=batch_size, jobs=jobs,
+                                  progress=progress):
+        if isinstance(out, Failure):
+            failures.append(out)
+        else:
+            receipts.append(out)
+    return receipts, failures
+
+
+PendingPage = tuple[OcrResult, str, dict[str, str], float]
+"""One OCR'd page waiting for the model: the OCR result, its receipt id, its source and the load time (ms)."""
+
+
+def ocr_file(path: Path, ocr: OcrStage, settings: Settings,
+             skip_ids: Container[str] = frozenset()) -> list[PendingPage] | Failure:
+    """Load and OCR one file (run on an OCR thread): its pages not in `skip_ids`, or its `Failure`.
+
+    The id is the content hash, so resuming must read the file; reading and decoding are cheap next to
+    the OCR, which is what a skipped page saves. A PDF's pages are `<id>-p<n>`: a run interrupted between
+    two pages of one file resumes with the pages it had not written.
     """
     from socratext.imaging import load_images
 
+    try:
+        t0 = time.perf_counter()
+        data = path.read_bytes()
+        rid = receipt_id_for(data)
+        if rid in skip_ids:
+            return []
+        images = load_images(data, name=path.name, settings=settings)
+        load_ms = (time.perf_counter() - t0) * 1e3
+        page_ids = [rid if len(images) == 1 else f"{rid}-p{n}" for n in range(1, len(images) + 1)]
+        todo = [(img, pid) for img, pid in zip(images, page_ids, strict=True) if pid not in skip_ids]
+        results = ocr([img for img, _ in todo]) if todo else []
+        return [(res, pid, {"path": str(path)}, load_ms)
+                for res, (_, pid) in zip(results, todo, strict=True)]
+    except SocratextError as exc:
+        return Failure(str(path), exc.code, exc.message)
+    except OSError as exc:
+        code = errors.FILE_NOT_FOUND if not path.exists() else errors.IO_ERROR
+        return Failure(str(path), code, str(exc))
+
+
+def iter_extract_files(paths: Iterable[str | Path], extractor: Extractor | str | None = None,
+                       settings: Settings | None = None, batch_size: int = 8, jobs: int = 1,
+                       skip_ids: Container[str] = frozenset(),
+                       progress: Callable[[int], object] | None = None) -> Iterator[Receipt | Failure]:
+    """The batch tool's path: yield each receipt (in input order) or `Failure` as soon as it is done.
+
+    `jobs` threads load and OCR files (Tesseract releases the GIL, so they run on as many cores) while
+    this thread labels micro-batches with the model: a batch is whatever OCR'd pages are ready, up to
+    `batch_size`, so results stream out without waiting for a full batch, and batches fill up when the
+    model is the slower side. `extractor` is loaded once the first files are submitted, so loading a
+    layout model (seconds) overlaps their OCR. At most `2 * jobs + batch_size` files are read ahead and
+    nothing is kept once yielded: memory stays constant however many `paths` (consumed lazily) there
+    are. Pages whose receipt id is in `skip_ids` are not OCR'd (resume). `progress` is called with the
+    number of files finished. Closing the generator (Ctrl-C in the caller) cancels the files not started.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     settings = settings or get_settings()
-    ext = load_extractor(extractor, settings)
     ocr = OcrStage(settings)
-    stage = ExtractStage(ext, settings)
-    receipts: list[Receipt] = []
-    failures: list[Failure] = []
-    pending: list[tuple[OcrResult, str, dict[str, str], float]] = []
+    jobs, batch_size = max(1, jobs), max(1, batch_size)
+    window = 2 * jobs + batch_size
+    todo = iter(paths)
+    inflight: deque[Future[list[PendingPage] | Failure]] = deque()
+    pending: list[PendingPage] = []
+    stage: ExtractStage | None = None
 
-    def flush() -> None:
-        if not pending:
-            return
+    def label() -> Iterator[Receipt | Failure]:
+        assert stage is not None
+        batch = pending[:batch_size]
+        del pending[:batch_size]
         try:
-            recs = stage([p[0].page for p in pending], [p[0].image for p in pending],
-                         [p[1] for p in pending], [p[2] for p in pending])
+            recs = stage([p[0].page for p in batch], [p[0].image for p in batch], [p[1] for p in batch],
+                         [p[2] for p in batch])
         except Exception as exc:  # a model failure must not lose the batch's identity
-            failures.extend(Failure(p[2]["path"], errors.MODEL_FAILED, str(exc)) for p in pending)
-        else:
-            for rec, (res, _, _, load_ms) in zip(recs, pending, strict=True):
-                rec.timings_ms = {"load": load_ms, **res.timings_ms, **rec.timings_ms}
-                rec.timings_ms["total"] = sum(rec.timings_ms.values())
-                receipts.append(rec)
-        pending.clear()
+            yield from (Failure(p[2]["path"], errors.MODEL_FAILED, str(exc)) for p in batch)
+            return
+        for rec, (res, _, _, load_ms) in zip(recs, batch, strict=True):
+            rec.timings_ms = {"load": load_ms, **res.timings_ms, **rec.timings_ms}
+            rec.timings_ms["total"] = sum(rec.timings_ms.values())
+            yield rec
 
-    for n, path in enumerate(paths, 1):
-        path = Path(path)
-        try:
-            t0 = time.perf_counter()
-            data = path.read_bytes()
-            images = load_images(data, name=path.name, settings=settings)
-            load_ms = (time.perf_counter() - t0) * 1e3
-            rid = receipt_id_for(data)
-            for page_no, res in enumerate(ocr(images), 1):
-                page_rid = rid if len(images) == 1 else f"{rid}-p{page_no}"
-                pending.append((res, page_rid, {"path": str(path)}, load_ms))
-        except SocratextError as exc:
-            failures.append(Failure(str(path), exc.code, exc.message))
-        except OSError as exc:
-            code = errors.FILE_NOT_FOUND if not path.exists() else errors.IO_ERROR
-            failures.append(Failure(str(path), code, str(exc)))
-        if len(pending) >= batch_size:
-            flush()
-        if progress is not None:
-            progress(n)  # type: ignore[operator]
-    flush()
-    return receipts, failures
+    pool = ThreadPoolExecutor(jobs, thread_name_prefix="socratext-ocr")
+    try:
+        done = 0
+        while True:
+            while len(inflight) < window and (path := next(todo, None)) is not None:
+                inflight.append(pool.submit(ocr_file, Path(path), ocr, settings, skip_ids))
+            if stage is None:
+                # The model (torch, transformers: seconds of imports and loading) loads while the first
+                # files are OCR'd, not before.
+                stage = ExtractStage(load_extractor(extractor, settings), settings)
+            if not inflight:
+                break
+            if pending and not inflight[0].done():  # nothing more ready yet: label what is
+                yield from label()
+                continue
+            outcome = inflight.popleft().result()
+            done += 1
+            if isinstance(outcome, Failure):
+                yield outcome
+            else:
+                pending.extend(outcome)
+            while len(pending) >= batch_size:
+                yield from label()
+            if progress is not None:
+                progress(done)
+        while pending:
+            yield from label()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def extract(images: Sequence[Image.Image], extractor: Extractor | str | None = None,

@@ -142,12 +142,15 @@ class ObjectStore:
         return data
 
     def put_bytes(
-        self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
+        self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
     ) -> None:
+        """Store `data`; `metadata` becomes the object's user metadata (`x-amz-meta-*`, ASCII values)."""
         self._check_bucket(bucket)
         check_key(key)
+        extra = {"Metadata": metadata} if metadata else {}
         try:
-            self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, **extra)
         except (ClientError, BotoCoreError) as exc:
             raise map_error(exc, bucket, key) from exc
 

@@ -4,3 +4,5 @@
 `streams.agents` holds the two stages, `streams.app` the Faust app, `streams.worker` the process entry
 point and `streams.metrics` the Prometheus metrics and health endpoint.
 """
+
+import socratext  # noqa: F401, E402 - first: sets OMP_THREAD_LIMIT before torch or tesserocr loads

@@ -3,7 +3,7 @@
 Two upload formats arrive on `receipts.uploaded` and both become one internal `UploadEvent`:
 
 * our own upload event v1 — `{"schema_version": 1, "receipt_id", "bucket", "key", "uploaded_at",
-  "content_type"?}` (what `socratext upload` and client apps publish);
+  "content_type"?, "filename"?}` (what `socratext upload` and client apps publish);
 * MinIO's (S3-compatible) bucket notification — `{"EventName": "s3:ObjectCreated:Put", "Key": ...,
   "Records": [{"eventTime", "s3": {"bucket": {"name"}, "object": {"key", "size", "eTag"}}}]}` — for
   files dropped into the bucket by anything else. Its object key is URL-encoded, and its receipt id is
@@ -69,10 +69,16 @@ class UploadEvent:
     size: int | None = None
     etag: str | None = None
     origin: str = "upload"  # "upload" (our event v1) or "s3" (bucket notification)
+    filename: str | None = None  # the client's name of the file: the object key is our content-hash name
 
     @property
     def source(self) -> dict[str, str]:
-        return {"bucket": self.bucket, "key": self.key}
+        """Where the receipt came from, repeated by the OCR, extracted and review events: with the original
+        file name when the upload gave one, so a consumer joins results to its files by it."""
+        src = {"bucket": self.bucket, "key": self.key}
+        if self.filename:
+            src["filename"] = self.filename
+        return src
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,36 @@ def check_location(bucket: Any, key: Any, allowed: frozenset[str]) -> tuple[str,
     return bucket, key
 
 
+FILENAME_METADATA = "filename"
+"""The object's user metadata key (`x-amz-meta-filename`) holding its original file name, URL-encoded:
+S3 metadata travels in HTTP headers, which carry ASCII only."""
+
+
+def check_filename(value: Any) -> str | None:
+    """An upload's original file name: None when absent, else a plain base name (no directory, no control
+    characters, at most 255 characters) — it is repeated in every downstream event and shown to people."""
+    if value is None:
+        return None
+    if (not isinstance(value, str) or not 0 < len(value) <= 255 or "/" in value or "\\" in value
+            or _CONTROL_RE.search(value)):
+        raise SocratextError(MALFORMED_EVENT, "filename must be a base name of 1 to 255 characters")
+    return value
+
+
+def filename_from_metadata(metadata: Any) -> str | None:
+    """The original file name in an S3 notification's `userMetadata` (what `socratext upload` sets), or
+    None when absent or unusable: a notification is not rejected for its metadata."""
+    if not isinstance(metadata, dict):
+        return None
+    for k, v in metadata.items():
+        if isinstance(k, str) and k.lower() in (FILENAME_METADATA, f"x-amz-meta-{FILENAME_METADATA}"):
+            try:
+                return check_filename(unquote_plus(v, errors="strict") if isinstance(v, str) else None)
+            except (SocratextError, UnicodeDecodeError):
+                return None
+    return None
+
+
 def load_json(raw: bytes) -> Any:
     """Decode one event value; anything that is not a JSON document becomes `malformed_event`."""
     if not isinstance(raw, bytes | bytearray):
@@ -230,7 +266,8 @@ def parse_upload(raw: bytes, allowed: frozenset[str] = frozenset({"*"})) -> list
     content_type = doc.get("content_type")
     if content_type is not None and (not isinstance(content_type, str) or len(content_type) > 255):
         raise SocratextError(MALFORMED_EVENT, "content_type must be a string")
-    return [UploadEvent(receipt_id, bucket, key, uploaded_at, content_type, origin="upload")]
+    return [UploadEvent(receipt_id, bucket, key, uploaded_at, content_type, origin="upload",
+                        filename=check_filename(doc.get("filename")))]
 
 
 def _parse_s3_notification(doc: dict[str, Any], allowed: frozenset[str]) -> list[UploadEvent]:
@@ -272,8 +309,9 @@ def _parse_s3_notification(doc: dict[str, Any], allowed: frozenset[str]) -> list
         content_type = obj.get("contentType")
         content_type = content_type if isinstance(content_type, str) and len(content_type) <= 255 else None
         uploaded_at = parse_time(rec.get("eventTime"), "eventTime")
+        filename = filename_from_metadata(obj.get("userMetadata"))
         out.append(UploadEvent(s3_receipt_id(bucket, key, etag), bucket, key, uploaded_at, content_type,
-                               size, etag, origin="s3"))
+                               size, etag, origin="s3", filename=filename))
     return out
 
 

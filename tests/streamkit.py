@@ -69,7 +69,7 @@ class Worker:
         self.port = free_port()
         self.env = {"SOCRATEXT_REVIEW_THRESHOLD": "1.01", "SOCRATEXT_MODEL": "rules",
                     "SOCRATEXT_METRICS_PORT": str(self.port), "SOCRATEXT_BATCH_WINDOW_S": "0.3",
-                    "SOCRATEXT_STATE_DIR": str(settings.state_dir), "OMP_THREAD_LIMIT": "1", **env}
+                    "SOCRATEXT_STATE_DIR": str(settings.state_dir), **env}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:

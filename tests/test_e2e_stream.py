@@ -49,7 +49,8 @@ def test_uploads_come_out_extracted_and_for_review(stack: Settings, worker: Work
     assert [e for t, e in events if t == DEADLETTER] == []
     assert sorted(e["receipt_id"] for e in extracted) == sorted(ids), f"after {elapsed:.0f} s"
     truth = {r["receipt_id"]: f[2] for r, f in zip(rows, files, strict=True)}
-    source = {r["receipt_id"]: {"bucket": r["bucket"], "key": r["key"]} for r in rows}
+    # the original file name comes back in `source`: a consumer joins results to its files by it
+    source = {r["receipt_id"]: {"bucket": r["bucket"], "key": r["key"], "filename": r["file"]} for r in rows}
     right_totals = 0
     for e in extracted:
         jsonschema.validate(e, load_schema(EXTRACTED))
@@ -74,10 +75,12 @@ def test_bucket_notification_upload_is_processed(stack: Settings, worker: Worker
     key = f"{UPLOAD_PREFIX}e2e/{name}"
     rid = s3_receipt_id(stack.s3_bucket, key, hashlib.md5(data).hexdigest())
     it = listen(stack)
-    ObjectStore(stack).put_bytes(stack.s3_bucket, key, data, "image/jpeg")  # no event from us
+    # no event from us; the original name in the object's metadata, as `socratext upload` writes it
+    ObjectStore(stack).put_bytes(stack.s3_bucket, key, data, "image/jpeg",
+                                 metadata={"filename": "re%C3%A7u%20" + name})
     events = collect(it, stack, {rid}, topics={EXTRACTED, DEADLETTER})
     assert [t for t, _ in events] == [EXTRACTED], "MinIO's notification did not come out extracted"
-    assert events[0][1]["source"] == {"bucket": stack.s3_bucket, "key": key}
+    assert events[0][1]["source"] == {"bucket": stack.s3_bucket, "key": key, "filename": "reçu " + name}
 
 
 def test_bad_input_is_dead_lettered_and_neighbours_survive(stack: Settings, worker: Worker) -> None:

@@ -90,7 +90,7 @@ def _images(tag: str, seeds: range = UPLOAD_SEEDS) -> list[tuple[str, bytes, dic
 def _train(settings: Settings, args: list[str], log: Path) -> str:
     env = {**os.environ, "SOCRATEXT_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
            "SOCRATEXT_S3_ENDPOINT": settings.s3_endpoint, "SOCRATEXT_S3_BUCKET": settings.s3_bucket,
-           "SOCRATEXT_REVIEWED_DATASET_PREFIX": settings.reviewed_dataset_prefix, "OMP_THREAD_LIMIT": "1",
+           "SOCRATEXT_REVIEWED_DATASET_PREFIX": settings.reviewed_dataset_prefix,
            "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "XDG_CACHE_HOME": str(log.parent / "cache")}
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "training.train", *COMMON, *args], env=env, cwd=REPO_ROOT,

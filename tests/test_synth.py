@@ -290,7 +290,7 @@ def test_bundled_samples_match_their_generator() -> None:
 
 
 @pytest.mark.slow
-def test_tesseract_reads_degraded_receipts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tesseract_reads_degraded_receipts() -> None:
     """Degradations stay moderate: Tesseract finds the printed total and most words.
 
     `--psm 6` (one uniform block) because the default automatic segmentation splits a receipt's
@@ -298,7 +298,6 @@ def test_tesseract_reads_degraded_receipts(monkeypatch: pytest.MonkeyPatch) -> N
     100-115, mean exact-word recall 0.90; with the default segmentation 10/12 totals on seeds 0-11).
     """
     pytesseract = pytest.importorskip("pytesseract")
-    monkeypatch.setenv("OMP_THREAD_LIMIT", "1")
     recalls, totals = [], 0
     for seed in (2, 5, 9):
         r = degraded(seed)

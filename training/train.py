@@ -457,7 +457,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--val-fraction", type=float, default=VAL_FRACTION)
     ap.add_argument("--patience", type=int, default=3, help="early stopping: evaluations without progress")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch intra-op threads; OpenMP runs at most OMP_THREAD_LIMIT threads, 1 unless "
+                         "exported (socratext/__init__.py): export OMP_THREAD_LIMIT=N to train on N cores")
     ap.add_argument("--time-budget-min", type=float, default=0, help="stop cleanly after N minutes (0: none)")
     ap.add_argument("--version", default=None, help="model version written in labels.json")
     ap.add_argument("--fp16-weights", action="store_true", help="save weights in fp16 (half the size)")
@@ -577,8 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
     from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    torch.set_num_threads(max(1, args.threads))
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # tesseract, when data must be OCR'd
+    # never more torch threads than OpenMP may run: a team over OMP_THREAD_LIMIT hangs in libgomp
+    limit = os.environ.get("OMP_THREAD_LIMIT", "")
+    torch.set_num_threads(max(1, min(args.threads, int(limit)) if limit.isdigit() else args.threads))
     seed_everything(args.seed)
     args.current = resolve_init(args)
     run_name = args.run_name or f"{Path(args.model).name}-{time.strftime('%Y%m%d-%H%M%S')}"
