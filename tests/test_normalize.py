@@ -360,3 +360,21 @@ def test_ocr_letter_for_digit_repairs_need_the_checksum() -> None:
 def test_ocr_split_rates_and_amounts(text: str, expected: str | None) -> None:
     parse = parse_amount if "%" not in text and ":" not in text else parse_rate
     assert parse(text) == expected
+
+
+@pytest.mark.parametrize(("text", "date", "time"), [
+    ("04/03/201815:41:52", "2018-03-04", "15:41"),
+    ("Date : 19-03-201818:08:38", "2018-03-19", "18:08"),
+    ("Date 03/02/20189:05", "2018-02-03", "09:05"),
+])
+def test_date_glued_to_its_time(text: str, date: str, time: str) -> None:
+    """The deep OCR drops the space between a date and its time: both are still found, in their place."""
+    (ds, de, iso), = find_dates(text)
+    (ts, te, hhmm), = find_times(text)
+    assert (iso, hhmm) == (date, time) and de == ts
+    assert parse_date(text) == date
+
+
+@pytest.mark.parametrize("text", ["Ref 1/5/20181234", "TOTAL 2018 12:30", "12/2018"])
+def test_glued_date_needs_a_clock_time_after_it(text: str) -> None:
+    assert find_dates(text) == []

@@ -428,3 +428,84 @@ def test_any_page_gives_valid_labels_and_a_valid_receipt(rows: list[list[str]], 
     for f in out["fields"].values():
         assert 0 <= f["confidence"] <= 1 and f["boxes"]
     assert 0 <= out["confidence"] <= 1
+
+
+MULTI_ROW_NAME = """
+     LIAN CHI PU TIAN VEGETARIAN
+      RESTAURANT SDN BHD
+          (1045563-K)
+   NO 12, JALAN SS 2/24, 47300 PETALING JAYA
+DATE: 12/03/2018
+TOTAL                      RM 18.50
+"""
+
+
+def test_name_over_two_rows_keeps_both_halves() -> None:
+    """The company row only says `RESTAURANT SDN BHD`: the shop's own name is the row above."""
+    fields = extract(page_from_text(MULTI_ROW_NAME))["fields"]
+    assert fields["merchant_name"]["value"] == "LIAN CHI PU TIAN VEGETARIAN RESTAURANT SDN BHD"
+    assert fields["merchant_address"]["value"] == "NO 12, JALAN SS 2/24, 47300 PETALING JAYA"
+    # a company row that names the shop itself does not take the line above (a slogan, a header)
+    own = MULTI_ROW_NAME.replace("RESTAURANT SDN BHD", "KEDAI RUNCIT SDN BHD")
+    assert extract(page_from_text(own))["fields"]["merchant_name"]["value"] == "KEDAI RUNCIT SDN BHD"
+
+
+def test_name_whose_bracket_closes_on_the_next_row() -> None:
+    text = """
+     YEW CHUAN ENTERPRISE (SETIA
+            ALAM)
+   NO 8, JALAN SETIA 1, 40170 SHAH ALAM
+TOTAL                      RM 9.90
+"""
+    fields = extract(page_from_text(text))["fields"]
+    assert fields["merchant_name"]["value"] == "YEW CHUAN ENTERPRISE (SETIA ALAM)"
+
+
+@pytest.mark.parametrize(("printed", "name"), [
+    ("99 SPEED MART S/B (519537-X)", "99 SPEED MART S/B"),
+    ("FARMASI MALURI S/B(587969-U)", "FARMASI MALURI S/B"),  # glued to the legal form: one OCR word
+    ("MR D.I.Y. (M) SDN BHD (CO. NO: 860671-D)", "MR D.I.Y. (M) SDN BHD"),
+    ("Dimiliki: BANH MI CAFE SDN BHD 1110644-W", "BANH MI CAFE SDN BHD"),
+    ("99 SPEED MART 5/B", "99 SPEED MART S/B"),  # the deep OCR's 5 for S
+    ("RESTAURANT 1988 SDN BHD", "RESTAURANT 1988 SDN BHD"),  # a number in the name stays
+])
+def test_registration_number_and_owner_prefix_are_not_the_name(printed: str, name: str) -> None:
+    text = f"""
+{printed}
+NO 5, JALAN PUDU, 55100 KUALA LUMPUR
+TOTAL                      RM 9.90
+"""
+    assert extract(page_from_text(text))["fields"]["merchant_name"]["value"] == name
+
+
+@pytest.mark.parametrize(("printed", "address"), [
+    ("Lot 6, Jalan Batai, 50490 Kuala Lumpur T: 03-2093 7358 | F: 03-2093 7359",
+     "Lot 6, Jalan Batai, 50490 Kuala Lumpur"),
+    ("NO 19-G, JALAN TASIK UTAMA 4, 57000 KUALA LUMPUR, 016-5498845",
+     "NO 19-G, JALAN TASIK UTAMA 4, 57000 KUALA LUMPUR"),
+    ("12 RUE DE LA PAIX 75002 PARIS", "12 RUE DE LA PAIX 75002 PARIS"),  # a postcode is not a phone
+])
+def test_phone_printed_after_the_address_is_not_the_address(printed: str, address: str) -> None:
+    text = f"""
+KEDAI RUNCIT SDN BHD
+{printed}
+TOTAL                      RM 9.90
+"""
+    assert extract(page_from_text(text))["fields"]["merchant_address"]["value"] == address
+
+
+def test_address_rows_ending_in_a_misread_comma_and_accents_on_malay_text() -> None:
+    """PP-OCR reads a row's final comma as a period (`SEKSYEN 9.` / `TAMAN SERDANG RAYA`) and puts
+    accents on worn Malay print (`JÁLAN`): a ringgit receipt has neither."""
+    text = """
+LIM SENG THO HARDWARÉ TRADING
+NO.32 & 33 JÁLAN SR 1/9 SEKSYEN 9.
+TAMAN SERDANG RAYA 43300 SERI KEMBANGAN
+TOTAL                      RM 9.90
+"""
+    fields = extract(page_from_text(text))["fields"]
+    assert fields["merchant_name"]["value"] == "LIM SENG THO HARDWARE TRADING"
+    assert fields["merchant_address"]["value"] == ("NO.32 & 33 JALAN SR 1/9 SEKSYEN 9, TAMAN SERDANG RAYA "
+                                                   "43300 SERI KEMBANGAN")
+    french = extract(page_from_text("CAFÉ DE LA GARE\n12 RUE DE LA PAIX\n75002 PARIS\nTOTAL TTC 12,50 EUR"))
+    assert french["fields"]["merchant_name"]["value"] == "CAFÉ DE LA GARE"  # French keeps its accents

@@ -76,6 +76,12 @@ SKIP_HEADER = re.compile(
     r"\bHOTE\b|\bSERVEUR\b|\bTABLE\s*(?:N\W*)?\d|\bCOUVERTS?\b|FORMERLY|LICENSEE|^\W*[A-Z]?\W*$|BONJOUR|\bOPEN\b|"
     r"\bOUVERT\b|HORAIRES|CAPITAL|\bDU LUNDI\b|MAGASIN\s*N|\bSTORE\s*#|VOTRE\b|\bMAGASIN\b\s*:"
 )
+# What a company row says when the shop's own name is on the row above: legal forms and trades only.
+GENERIC_NAME = re.compile(
+    r"(?:\W|\bSDN\b|\bBHD\b|\bS/B\b|\bPLT\b|\(M\)|\bRESTAURANTS?\b|\bRESTORAN\b|\bENTERPRISES?\b|"
+    r"\bTRADING\b|\bHARDWARE\b|\bSTATIONERY\b|\bBOOKSTORES?\b|\bMARKETING\b|\bSERVICES?\b|"
+    r"\bINDUSTRIES\b|\bHOLDINGS?\b|\bINTERNATIONAL\b|\bGROUP\b|\bCO\b|\bCOMPANY\b|\bAND\b)*"
+)
 COMPANY_KW = re.compile(r"\bSDN\.?\s*B|\bBHD\b|\bS/B\b|\bENTERPRISE\b|\bTRADING\b|\bPLT\b")
 # (Malaysian company names carry their legal form; a French SAS/SARL line is the operator, not the shop.)
 STREET_KW = re.compile(
@@ -450,9 +456,13 @@ class _Labeller:
         if not name_rows and address_start is None:
             return -1
         first = name_rows[0] if name_rows else 0
-        bare = re.sub(r"\bSDN\.?|\bBHD\.?|\(M\)|\bS/B\b|\W", "", self.rows[first].folded)
-        if name_rows and company and len(bare) < 3 and first > 0 and not self._trivial(first - 1):
-            name_rows.insert(0, first - 1)  # "MPH BOOKSTORES" / "SDN BHD" on two rows
+        if name_rows and company and self._name_continues_above(first):
+            name_rows.insert(0, first - 1)  # "MPH BOOKSTORES" / "SDN BHD", "LIAN CHI" / "RESTAURANT SDN BHD"
+        last_name = name_rows[-1] if name_rows else -1
+        if (name_rows and "(" in self.rows[last_name].folded.rsplit(")", 1)[-1]
+                and last_name + 1 < top and ")" in self.rows[last_name + 1].folded
+                and not self._addressy(last_name + 1) and not self._trivial(last_name + 1)):
+            name_rows.append(last_name + 1)  # "KEDAI ENTERPRISE (SETIA" / "ALAM)": the bracket closes below
         for r in name_rows:
             row = self.rows[r]
             words = row.words
@@ -488,6 +498,17 @@ class _Labeller:
         for r in addr:
             self.set(self._trim_noise(self.rows[r].words), "merchant_address", prob)
         return max([last, *addr])
+
+    def _name_continues_above(self, r: int) -> bool:
+        """Is company row `r` the second half of a name printed over two rows? It is when all it says
+        is a legal form and a trade (`SDN BHD`, `RESTAURANT SDN BHD`, `ENTERPRISE (SETIA`), and the row
+        above is a plain line in the same print size (not an address, a phone, a header word)."""
+        if r == 0 or self._trivial(r - 1) or self._addressy(r - 1):
+            return False
+        bare = re.sub(r"\([^)]*\)?", " ", self.rows[r].folded)  # "(SETIA ALAM)", an unclosed "(SETIA"
+        if not GENERIC_NAME.fullmatch(bare):
+            return False
+        return self._height(r - 1) >= 0.8 * self._height(r) or len(re.sub(r"\W", "", bare)) < 8
 
     def _trim_noise(self, words: list[int]) -> list[int]:
         """Drop OCR debris at the ends of a header row (`ei 103 BIS IMPASSE`, `Rue de la Gare oes`):

@@ -20,6 +20,8 @@ from socratext.fields import checks
 from socratext.fields.known import KnownValues
 from socratext.fields.normalize import (
     OCR_DIGITS,
+    clean_merchant_address,
+    clean_merchant_name,
     find_amounts,
     find_dates,
     find_times,
@@ -35,12 +37,16 @@ from socratext.fields.normalize import (
     parse_vat_number,
     repair_vat_number,
     siret_is_valid,
+    strip_diacritics,
 )
 from socratext.fields.rows import page_rows
 from socratext.labels import FIELDS, ITEM_PARTS, VAT_PARTS
 from socratext.privacy import mask_pans as mask_pan  # card numbers out of every output text
 
 KEY_FIELDS: tuple[str, ...] = ("date", "total", "merchant_name")
+# Receipts in ringgit are in Malay or English, written without accents: an accent read on a name or
+# an address there is the OCR's (`HARDWARÉ`, `JÁLAN`), never the shop's.
+UNACCENTED_CURRENCIES = frozenset({"MYR"})
 FRENCH_MARKERS = re.compile(r"\bT\.?V\.?A\b|\bTTC\b|\bSIRET\b|\bEUROS?\b")
 MULTI_LINE_FIELDS = frozenset({"merchant_name", "merchant_address"})
 AMOUNT_FIELDS = frozenset({"total", "vat_total"})
@@ -54,13 +60,21 @@ def _clean_text(text: str) -> str | None:
     return s if re.search(r"[^\W_]", s) else None
 
 
+def _name(text: str) -> str | None:
+    return _clean_text(clean_merchant_name(text))
+
+
+def _address(text: str) -> str | None:
+    return _clean_text(clean_merchant_address(text))
+
+
 def _amount(text: str) -> str | None:
     return parse_amount(text, allow_integer=True)
 
 
 NORMALISERS: dict[str, Callable[[str], str | None]] = {
-    "merchant_name": _clean_text,
-    "merchant_address": _clean_text,
+    "merchant_name": _name,
+    "merchant_address": _address,
     "siret": parse_siret,
     "vat_number": parse_vat_number,
     "date": parse_date,
@@ -468,6 +482,10 @@ def assemble_receipt(page: OcrPage, labels: list[WordLabel], *, receipt_id: str,
         fallback = _currency_fallback(layout, labels)
         if fallback is not None:
             fields["currency"] = fallback
+    if "currency" in fields and fields["currency"].value in UNACCENTED_CURRENCIES:
+        for label in ("merchant_name", "merchant_address"):
+            if label in fields:
+                fields[label] = replace(fields[label], value=strip_diacritics(fields[label].value))
     fields = {k: fields[k] for k in FIELDS if k in fields}
 
     keys = [fields[k].confidence if k in fields else 0.0 for k in KEY_FIELDS]

@@ -218,6 +218,9 @@ _DATE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
                 r"(?![\d/-]|[.,]\d)"), "ymd"),
     (re.compile(r"(?<![\d.,/-])(?P<d>\d{1,2})\s?(?P<s>[-/.])\s?(?P<m>\d{1,2})\s?(?P=s)\s?(?P<y>\d{4}|\d{2})"
                 r"(?![\d/-]|[.,]\d)"), "dmy"),
+    # "04/03/201815:41:52": a deep OCR drops the space between the date and the time
+    (re.compile(r"(?<![\d.,/-])(?P<d>\d{1,2})(?P<s>[-/.])(?P<m>\d{1,2})(?P=s)(?P<y>(?:19|20)\d\d)"
+                r"(?=[0-2]?\d:[0-5]\d)"), "dmy"),
     (re.compile(rf"(?<![\w.,/-])(?P<d>\d{{1,2}})(?:ER|E)?[\s./-]?(?P<mn>{_MONTH_RX})(?![A-Z])\.?[\s./-]?\s?"
                 r"(?P<y>\d{4}|\d{2})(?![\d/-]|[.,]\d)"), "dMy"),
     (re.compile(rf"(?<![\w])(?P<mn>{_MONTH_RX})(?![A-Z])\.?\s?(?P<d>\d{{1,2}})(?:ST|ND|RD|TH)?,?\s(?P<y>\d{{4}})(?!\d)"),
@@ -295,7 +298,7 @@ def parse_date(text: str) -> str | None:
 # --------------------------------------------------------------------------- times
 
 _TIME_RX = re.compile(
-    r"(?<![\d.,:/])(?P<h>\d{1,2})\s?(?P<sep>[:H])\s?(?P<m>\d{2})(?::(?P<s>\d{2}))?"
+    r"(?:(?<![\d.,:/])|(?<=[/.-][12][09]\d\d))(?P<h>\d{1,2})\s?(?P<sep>[:H])\s?(?P<m>\d{2})(?::(?P<s>\d{2}))?"
     r"(?:\s?(?P<ap>[AP])\.?M\.?\b)?(?![\d.,/]\d|\d)"
 )
 
@@ -338,6 +341,70 @@ def siret_is_valid(digits: str) -> bool:
     if digits.startswith("356000000"):
         return luhn_ok(digits) or sum(int(c) for c in digits) % 5 == 0
     return luhn_ok(digits)
+
+
+# A company registration number printed after the name: "(519537-X)", "(CO. NO: 12345-A)", "1110644-W",
+# glued or not ("S/B(587969-U)"); the OCR reads the dash as a middle dot now and then.
+_TRAILING_REG_NUMBER = re.compile(
+    r"\s*(?:\(\s*(?:CO\.?\s*(?:NO|REG)\.?\s*:?\s*)?[A-Z]{0,2}\d{3,}[\s.·-]*[A-Z]?\s*\)?"
+    r"|(?<=\s)\d{4,8}\s?[-·.]\s?[A-Z])\W*$",
+    re.IGNORECASE,
+)
+# "Dimiliki: BANH MI CAFE SDN BHD" (Malay: owned by), "Owned by ...", "Operated by ...": the owner's line
+# names the company; the prefix is not part of it.
+_OWNER_PREFIX = re.compile(r"^\W*(?:DIMILIKI(?:\s*OLEH)?|MILIK|OWNED\s+BY|OPERATED\s+BY)\s*:?\s*",
+                           re.IGNORECASE)
+_LEGAL_FORM_MISREADS = ((re.compile(r"(?<![\w/])5/B\b"), "S/B"),)
+# A registration number before the address ("BR No.: (124525-H),") and a phone or fax after it
+# ("... Kuala Lumpur T: 03-2093 7358 | F: 03-2093 7359", "..., 016-5498845") are not the address.
+_LEADING_REG_NUMBER = re.compile(
+    r"^\W*(?:BR|CO|ROC|REG|COMPANY|GST)\.?\s*(?:REG\.?\s*)?NO\.?\s*:?\s*\(?[A-Z]{0,2}\d{3,}[\s-]*[A-Z]?\)?[\s,;.]*",
+    re.IGNORECASE,
+)
+_TRAILING_PHONE = re.compile(
+    r"[\s,;|]*(?:\b(?:T|TEL|TELEPHONE|PHONE|F|FAX|H/P|HP)\b\s*[.:]?\s*)?\+?\(?\d{2,4}\)?[\s-]?\d{3,4}[\s-]?\d{3,4}"
+    r"(?:\s*[|/,]\s*(?:\b(?:T|TEL|F|FAX)\b\s*[.:]?\s*)?\+?\(?\d{2,4}\)?[\s-]?\d{3,4}[\s-]?\d{3,4})*\W*$",
+    re.IGNORECASE,
+)
+
+
+def _collapse(text: str) -> str:
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def strip_diacritics(text: str) -> str:
+    """`Restäurants` → `Restaurants`: for scripts written without accents (Malay, English), where a deep
+    OCR trained on many Latin languages puts them on worn thermal print."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def clean_merchant_name(text: str) -> str:
+    """The shop's name as printed, without what receipts print beside it: the company registration
+    number, an "owned by" prefix, full-width brackets (NFKC), and the deep OCR's `5/B` for `S/B`.
+    Pure text in, text out; an empty result means nothing of a name was left."""
+    s = _collapse(text)
+    s = _OWNER_PREFIX.sub("", s)
+    for _ in range(2):  # "... S/B (519537-X) (GST)" rarely; twice is enough
+        m = _TRAILING_REG_NUMBER.search(s)
+        if not m or m.start() == 0:
+            break
+        s = s[:m.start()].rstrip()
+    for pattern, repl in _LEGAL_FORM_MISREADS:
+        s = pattern.sub(repl, s)
+    return s
+
+
+def clean_merchant_address(text: str) -> str:
+    """The address without a registration number before it or phone/fax numbers after it (printed on
+    the same line, so the row-level rules cannot leave them out). A postcode is never taken for a phone:
+    a phone needs at least 8 digits in two or three groups."""
+    s = _collapse(text)
+    s = re.sub(r"(?<=\w)\.,(?=\s)", ",", s)  # "SEKSYEN 9., TAMAN": a row's final comma read as a period
+    s = _LEADING_REG_NUMBER.sub("", s)
+    m = _TRAILING_PHONE.search(s)
+    if m and m.start() > 0 and sum(c.isdigit() for c in m.group()) >= 8:
+        s = s[:m.start()].rstrip(" ,;|")
+    return s
 
 
 def parse_siret(text: str) -> str | None:

@@ -5,14 +5,14 @@ gives exactly what the layout models need: every word with its box, confidence a
 line) position. Boxes are in pixels of the preprocessed image (see `socratext.ocr.preprocess`), and the
 page's width/height are that image's, so `OcrPage.norm_boxes()` is right by construction.
 
-Tesseract runs with `OMP_THREAD_LIMIT=1`: its OpenMP threads were measured to slow it down on small
-receipt images, and the worker parallelises across receipts instead.
+Tesseract runs with `OMP_THREAD_LIMIT=1`, set by `import socratext` before any OpenMP runtime starts
+(see `socratext/__init__.py`): its OpenMP threads were measured to slow it down on small receipt images,
+and the worker parallelises across receipts instead.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 
 import pytesseract
 from PIL import Image
@@ -49,10 +49,8 @@ class TesseractEngine:
         self.extra_config = self.settings.ocr_tesseract_config if extra_config is None else extra_config
         self.config = f"--psm {self.psm} --oem {self.oem} {self.extra_config}".strip()
         """Every option that changes what is read, as a tesseract command line (also the OCR caches' key)."""
-        # One OpenMP thread per engine: parallelism belongs across receipts (Tesseract's own threads fight
-        # each other). Inherited by pytesseract's subprocess, read by libtesseract when its OpenMP runtime
-        # starts; setdefault keeps an operator's explicit choice.
-        os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+        # OMP_THREAD_LIMIT=1 is already in the environment (set by `import socratext`, before libtesseract's
+        # OpenMP runtime could read it); pytesseract's tesseract subprocesses inherit it from there.
 
     def prepare(self, img: Image.Image) -> Image.Image:
         """The image this engine reads and its boxes refer to (`socratext.ocr.preprocess`): each engine

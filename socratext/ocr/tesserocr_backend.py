@@ -108,7 +108,7 @@ class TesserocrOcr(TesseractEngine):
     """Callable OCR engine with `TesseractOcr`'s interface: `ocr(images) -> list[OcrPage]`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # sets OMP_THREAD_LIMIT before the first engine exists
+        super().__init__(*args, **kwargs)
         self.variables = parse_variables(self.extra_config)
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._release(self._acquire())  # fail now (missing languages, no tessdata), not on the first receipt
