@@ -100,3 +100,23 @@ def test_validation_split_is_what_training_validates_on(tmp_path: Path, monkeypa
     assert (got["split"], got["n"], got["results"]["rules"]["receipts"]) == ("validation", 2, 2)
     missed = {json.loads(line)["receipt"] for line in errors.read_text().splitlines()}
     assert missed <= {"synth-18", "synth-19"}, "only the two validation receipts were read"
+
+
+def test_labelstudio_held_out_is_scored_on_the_annotators_words(tmp_path: Path) -> None:
+    """The French sample has no images: its held-out tasks are read on their own words, the truth is
+    their labelled words through field assembly, and the rules are scored field by field."""
+    from training.datasets.labelstudio import SAMPLE, load_export, split
+    from training.evaluate import LABELSTUDIO_FIELDS, iter_labelstudio, main
+
+    if not SAMPLE.is_file():
+        pytest.skip(f"no Label Studio export at {SAMPLE}")
+    samples = list(iter_labelstudio())
+    assert len(samples) == len(split(load_export())[1]) > 0
+    assert all(s.image is None and s.page is not None and set(s.gold) <= set(LABELSTUDIO_FIELDS)
+               for s in samples)
+    assert any("total" in s.gold for s in samples)
+    out = tmp_path / "ls.json"
+    assert main(["--dataset", "labelstudio", "--extractors", "rules", "--out", str(out)]) == 0
+    table = json.loads(out.read_text())["results"]["rules"]
+    assert table["receipts"] == len(samples)
+    assert 0.5 < table["per_field"]["date"]["f1"] <= 1.0
