@@ -72,6 +72,8 @@ VARIANTS = [
     Variant("tesserocr-procs2", "tesserocr", workers=2, pool="procs"),
     Variant("tesserocr-threads2", "tesserocr", workers=2, pool="threads"),
     Variant("ppocr", "ppocr"),
+    Variant("ppocr-1280", "ppocr", max_side=1280),  # a smaller page: detection's cost goes with its area
+    Variant("ppocr-1024", "ppocr", max_side=1024),
     Variant("ppocr-2threads", "ppocr", intra_op_threads=2),
     Variant("ppocr-threads2", "ppocr", workers=2, pool="threads"),
     Variant("ppocr-procs2", "ppocr", workers=2, pool="procs"),
@@ -87,7 +89,7 @@ def _engine(v: Variant) -> object:
 
     key = (v.backend, v.psm, v.max_side, v.config, v.languages, v.intra_op_threads)
     if key not in _ENGINES:
-        settings = Settings(ocr_max_side=v.max_side, ocr_backend=v.backend,
+        settings = Settings(ocr_max_side=v.max_side, ppocr_max_side=v.max_side, ocr_backend=v.backend,
                             ocr_intra_op_threads=v.intra_op_threads)
         ocr = make_ocr(settings, psm=v.psm, preprocess=True, extra_config=v.config,
                        languages=v.languages or None)

@@ -194,7 +194,9 @@ def test_dockerfile(name: str) -> None:
     for pkg in ("tesseract-ocr", "tesseract-ocr-fra", "tesseract-ocr-eng"):
         assert re.search(rf"\b{re.escape(pkg)}\b", final_stage), pkg
     assert "-c constraints.txt" in text
-    assert re.search(r"^ARG EXTRAS=stream$", text, re.M) and '".[${EXTRAS}]"' in text
+    # the deep OCR's runtime: the CPU build in the CPU image, the CUDA build (same module) in the GPU one
+    ocr_extra = "ppocr-gpu" if name.endswith(".cuda") else "ppocr"
+    assert re.search(rf"^ARG EXTRAS=stream,{ocr_extra}$", text, re.M) and '".[${EXTRAS}]"' in text
     assert re.search(r'^ENTRYPOINT \["python", "-m", "streams.worker"\]', text, re.M)
     ignore = (DEPLOY / "docker" / f"{name}.dockerignore").read_text(encoding="utf-8")
     for src in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
