@@ -169,9 +169,10 @@ def test_compose_kafka_config_is_accepted_by_kafka(compose: dict[str, Any], tmp_
     """The broker settings of the compose file go through Kafka's own validation (KafkaConfig + KRaft
     storage format), with the jars the local stack installed."""
     from socratext.stack import kafka_lib
+    from tests.conftest_stack import skip_unless_required
 
     if shutil.which("java") is None or not list(kafka_lib().glob("kafka-server-*.jar")):
-        pytest.skip("java or the Kafka jars (deploy/local/install.sh) are missing")
+        skip_unless_required("java or the Kafka jars (deploy/local/install.sh) are missing")
     env = env_of(compose["services"]["kafka"])
     props = tmp_path / "server.properties"
     props.write_text(kafka_properties_from_env(env, tmp_path / "data"), encoding="utf-8")

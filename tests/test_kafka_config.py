@@ -225,12 +225,12 @@ def test_a_scram_broker_serves_every_client(tmp_path: Path) -> None:
     from socratext.storage import ObjectStore
     from streams.events import s3_receipt_id
     from streams.topics import DEADLETTER, EXTRACTED
-    from tests.conftest_stack import _installed
+    from tests.conftest_stack import _installed, skip_unless_required
     from tests.streamkit import Worker, collect, free_port, receipt_images
 
     missing = _installed()
     if missing:
-        pytest.skip(f"local stack not installed ({missing})")
+        skip_unless_required(f"local stack not installed ({missing})")
     pw = f"{PASSWORD}-{tmp_path.name}"
     settings = Settings(state_dir=tmp_path / "state", kafka_bootstrap=f"127.0.0.1:{_free_port_pair()}",
                         s3_endpoint=f"http://127.0.0.1:{free_port()}",

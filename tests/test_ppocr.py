@@ -202,3 +202,22 @@ def test_worker_metric_shows_cuda_asked_and_not_used(monkeypatch: pytest.MonkeyP
     build_ocr_deps(Settings(ocr_backend="ppocr"), metrics)  # the CPU asked for: nothing amiss
     assert metrics.value("socratext_ocr_engine_info", backend="ppocr", requested="cuda", device="cpu") == 0
     assert metrics.value("socratext_ocr_engine_info", backend="ppocr", requested="cpu", device="cpu") == 1
+
+
+def test_training_ocr_cache_reads_with_pp_ocr_and_maps_true_boxes(tmp_path) -> None:
+    """Training reads its pages with the configured engine (PP-OCR by default), so a model learns on the
+    words it is given in service; the transform returned maps a true box onto those words."""
+    from training.datasets.common import map_box, ocr_cached
+
+    big = receipt_image().resize((1520, 1040))  # larger than ppocr_max_side=1000: PP-OCR shrinks it
+    engine = pb.PpOcr(settings=Settings(ppocr_max_side=1000))
+    page, info = ocr_cached(big, engine, cache_dir=tmp_path)
+    assert info["scale"] == pytest.approx(1000 / 1520, abs=0.01) and (info["out_w"], info["out_h"]) == (
+        page.width, page.height)
+    total = next(w for w in page.words if "TOTAL" in w.text.upper())
+    true_box = (80, 400 + 140 * 2, 330, 460 + 140 * 2)  # where TOTAL TTC was drawn, in the big image
+    mapped = map_box(true_box, info)
+    assert mapped[0] - 15 < total.box[0] < mapped[2] and mapped[1] - 15 < total.box[1] < mapped[3]
+    again, _ = ocr_cached(big, engine, cache_dir=tmp_path)
+    assert [w.text for w in again.words] == [w.text for w in page.words]
+    assert len(list(tmp_path.glob("*.json"))) == 1

@@ -221,3 +221,16 @@ def test_event_created_while_kafka_down_is_delivered_after_restart(stack: Settin
         assert any(e.get("Key") == target for e in seen), "event lost across a Kafka restart"
     finally:
         consumer.close()
+
+
+def test_a_missing_stack_fails_where_it_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`.ci/run` sets SOCRATEXT_REQUIRE_STACK=1: there, a missing broker or object store is a failure,
+    not a silent skip; elsewhere (a laptop without the stack) it stays a skip with its reason."""
+    from tests.conftest_stack import skip_unless_required
+
+    monkeypatch.delenv("SOCRATEXT_REQUIRE_STACK", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no broker"):
+        skip_unless_required("no broker")
+    monkeypatch.setenv("SOCRATEXT_REQUIRE_STACK", "1")
+    with pytest.raises(pytest.fail.Exception, match="no broker"):
+        skip_unless_required("no broker")

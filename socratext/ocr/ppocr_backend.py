@@ -35,6 +35,7 @@ from PIL import Image
 
 from socratext.document import OcrPage, Word
 from socratext.errors import OCR_FAILED, SocratextError
+from socratext.ocr.preprocess import PPOCR_MAX_UPSCALE, PreprocessInfo, preprocess_with_info
 from socratext.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -217,10 +218,15 @@ class PpOcr:
                 return
 
     def prepare(self, img: Image.Image) -> Image.Image:
-        """The image PP-OCR reads (and the one its boxes refer to): `preprocess_for_ppocr`."""
-        from socratext.ocr.preprocess import preprocess_for_ppocr
+        """The image PP-OCR reads (and the one its boxes refer to): grayscale, tilts of a degree or more
+        straightened (rows are rebuilt from the boxes, and a level page keeps a row's words at one height),
+        the long side capped at `settings.ppocr_max_side`, never enlarged (`PPOCR_MAX_UPSCALE`)."""
+        return self.prepare_with_info(img)[0]
 
-        return preprocess_for_ppocr(img, self.settings)
+    def prepare_with_info(self, img: Image.Image) -> tuple[Image.Image, PreprocessInfo]:
+        """`prepare`, with the scale and angle applied (training maps true boxes onto the words with it)."""
+        return preprocess_with_info(img, self.settings, max_side=self.settings.ppocr_max_side,
+                                    max_upscale=PPOCR_MAX_UPSCALE)
 
     def __call__(self, images: list[Image.Image]) -> list[OcrPage]:
         return [page for page, _ in self.run(images)]

@@ -182,13 +182,3 @@ def preprocess(img: Image.Image, settings: Settings | None = None) -> Image.Imag
 PPOCR_MAX_UPSCALE = 1.0
 """PP-OCR's detector resizes its input itself (short side to 736 px) and its recogniser scales every text
 line to 48 px tall: enlarging small scans first, as Tesseract needs, only adds pixels to the detector."""
-
-
-def preprocess_for_ppocr(img: Image.Image, settings: Settings | None = None) -> Image.Image:
-    """The image PP-OCR reads: grayscale, tilts of a degree or more straightened (rows are rebuilt from
-    the boxes, and a level page keeps a row's words at one height), the long side capped at
-    `settings.ppocr_max_side`, never enlarged (`PPOCR_MAX_UPSCALE`)."""
-    settings = settings or get_settings()
-    return preprocess_with_info(img, settings, max_side=settings.ppocr_max_side,
-                                max_upscale=PPOCR_MAX_UPSCALE)[0]
-

@@ -19,7 +19,7 @@ from PIL import Image
 
 from socratext.document import OcrPage, Word
 from socratext.errors import OCR_FAILED, SocratextError
-from socratext.ocr.preprocess import preprocess as _preprocess
+from socratext.ocr.preprocess import PreprocessInfo, preprocess_with_info
 from socratext.settings import Settings, get_settings
 
 DEFAULT_PSM = 6
@@ -55,7 +55,11 @@ class TesseractEngine:
     def prepare(self, img: Image.Image) -> Image.Image:
         """The image this engine reads and its boxes refer to (`socratext.ocr.preprocess`): each engine
         has its own, since what helps Tesseract (enlarging small scans) only costs a deep OCR time."""
-        return _preprocess(img, self.settings)
+        return self.prepare_with_info(img)[0]
+
+    def prepare_with_info(self, img: Image.Image) -> tuple[Image.Image, PreprocessInfo]:
+        """`prepare`, with the scale and angle applied (training maps true boxes onto the words with it)."""
+        return preprocess_with_info(img, self.settings)
 
     def __call__(self, images: list[Image.Image]) -> list[OcrPage]:
         return [page for page, _ in self.run(images)]

@@ -11,6 +11,7 @@ keyed by the image's pixels and the OCR settings.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -60,15 +61,25 @@ def image_key(img: Image.Image, extra: str) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=4)
+def _default_engine(backend: str) -> Any:
+    """One engine per backend for the process (PP-OCR loads its networks once)."""
+    from socratext.ocr import make_ocr
+    from socratext.settings import get_settings
+
+    return make_ocr(get_settings(), backend=backend)
+
+
 def ocr_cached(img: Image.Image, ocr: Any | None = None, cache_dir: Path | None = None,
                ) -> tuple[OcrPage, dict[str, float]]:
-    """Tesseract (through `socratext.ocr`) on `img`, cached on disk. Returns the page and the
-    preprocessing transform (`scale`, `angle`, source `width`/`height`, output `out_w`/`out_h`) needed to
-    map ground-truth boxes of `img` onto the page's coordinates."""
-    from socratext.ocr import TesseractOcr
-    from socratext.ocr.preprocess import preprocess_with_info
+    """The configured OCR engine (`make_ocr`: PP-OCR by default, Tesseract with
+    SOCRATEXT_OCR_BACKEND=tesserocr) on `img`, cached on disk: a model learns on the words it will be
+    given at inference. Returns the page and the preprocessing transform (`scale`, `angle`, source
+    `width`/`height`, output `out_w`/`out_h`) needed to map ground-truth boxes of `img` onto the page's
+    coordinates."""
+    from socratext.settings import get_settings
 
-    ocr = ocr or TesseractOcr()
+    ocr = ocr or _default_engine(get_settings().ocr_backend)
     s = ocr.settings
     extra = f"{ocr.languages}|{ocr.config}|{ocr.preprocess}|{s.ocr_max_side}|{s.ocr_deskew}"
     cache = (cache_dir or CACHE_DIR / "ocr")
@@ -77,7 +88,7 @@ def ocr_cached(img: Image.Image, ocr: Any | None = None, cache_dir: Path | None 
         d = json.loads(path.read_text())
         return OcrPage.from_dict(d["page"]), d["info"]
     if ocr.preprocess:
-        seen, pinfo = preprocess_with_info(img, s)
+        seen, pinfo = ocr.prepare_with_info(img)
         info = {"scale": pinfo.scale, "angle": pinfo.angle}
     else:
         seen, info = img, {"scale": 1.0, "angle": 0.0}
