@@ -152,3 +152,24 @@ def test_synthetic_ground_truth_mode(tmp_path: Path, monkeypatch):
     again = syn.load_synthetic(3, ocr=False)  # from the cache
     assert again.labels == page.labels
     assert [w.text for w in again.page.words] == [w.text for w in page.page.words]
+
+
+def test_synthetic_page_cache_is_per_ocr_engine_family(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages read by PP-OCR and by Tesseract are different training sets: a run with one engine must not
+    pick up the other's cached pages (Tesseract's keep their historical names)."""
+    from types import SimpleNamespace
+
+    from socratext.settings import get_settings
+    from training.datasets.synthetic import cache_path
+
+    assert cache_path(5, ocr_engine=SimpleNamespace(name="tesseract")).name == "5-ocr-1.json"
+    assert cache_path(5, ocr_engine=SimpleNamespace(name="ppocr")).name == "5-ocr_ppocr-1.json"
+    assert cache_path(5, ocr=False).name == "5-gt-1.json"
+    monkeypatch.setenv("SOCRATEXT_OCR_BACKEND", "tesserocr")
+    get_settings.cache_clear()
+    try:
+        assert cache_path(5).name == "5-ocr-1.json"
+    finally:
+        monkeypatch.delenv("SOCRATEXT_OCR_BACKEND")
+        get_settings.cache_clear()
+    assert cache_path(5).name == "5-ocr_ppocr-1.json"  # the default engine

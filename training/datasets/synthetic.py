@@ -27,8 +27,22 @@ def train_seeds(n: int, start: int = 0) -> list[int]:
     return seeds
 
 
-def cache_path(seed: int, ocr: bool = True, degrade: bool = True) -> Path:
-    return CACHE_DIR / "synthetic" / f"{seed}-{'ocr' if ocr else 'gt'}-{int(degrade)}.json"
+def cache_path(seed: int, ocr: bool = True, degrade: bool = True, ocr_engine: Any | None = None) -> Path:
+    """Where a labelled synthetic page is kept: by seed, mode and, when read by OCR, the engine family
+    (Tesseract's pages keep their historical names; PP-OCR's words are another training set)."""
+    return CACHE_DIR / "synthetic" / f"{seed}-{_mode(ocr, ocr_engine)}-{int(degrade)}.json"
+
+
+def _mode(ocr: bool, ocr_engine: Any | None) -> str:
+    if not ocr:
+        return "gt"
+    if ocr_engine is not None:
+        family = getattr(ocr_engine, "name", "tesseract")
+    else:
+        from socratext.settings import get_settings
+
+        family = "ppocr" if get_settings().ocr_backend == "ppocr" else "tesseract"
+    return "ocr" if family == "tesseract" else f"ocr_{family}"
 
 
 def load_synthetic(seed: int, *, ocr: bool = True, degrade: bool = True, ocr_engine: Any | None = None,
@@ -37,7 +51,7 @@ def load_synthetic(seed: int, *, ocr: bool = True, degrade: bool = True, ocr_eng
     (`~/.cache/socratext/synthetic/`): generating (~1–2 s) and reading (~0.5–10 s on a busy box) a receipt
     dominate the cost of a training run otherwise. The cache is keyed by seed and mode, not by generator
     version: an entry stays a consistent (image, labels) pair even after the generator changes."""
-    path = cache_path(seed, ocr, degrade)
+    path = cache_path(seed, ocr, degrade, ocr_engine)
     if cache and not with_image and path.is_file():
         d = json.loads(path.read_text())
         return LabeledPage(page=OcrPage.from_dict(d["page"]), labels=d["labels"], fields=d["fields"],
