@@ -139,3 +139,18 @@ def test_jobs_give_the_same_receipts_in_input_order(tree: tuple[Path, list[Path]
         outs[j] = [(r["receipt_id"], r["source"]["path"], r["fields"]) for r in lines_of(res.stdout)]
     assert [o[1] for o in outs["2"]] == list(map(str, paths))
     assert outs["1"] == outs["2"]
+
+
+def test_progress_bar_counts_files_with_rate_and_eta(tree: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    """`--progress` (on by default on a terminal) draws on stderr: files done of total, the rate and
+    the time left; the receipts still go to stdout or --out untouched."""
+    _, paths = tree
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["extract", "--model", "rules", "--progress", "-j", "1", "--out", str(out),
+                              *map(str, paths[:3])])
+    assert res.exit_code == 0, res.output
+    assert "extracting" in res.stderr and "3/3" in res.stderr and "ETA" in res.stderr
+    assert "files/s" in res.stderr  # the rate, once a file is done
+    assert len(lines_of(out.read_text())) == 3 and "extracting" not in out.read_text()
+    quiet = runner.invoke(app, ["extract", "--model", "rules", "--no-progress", "-j", "1", str(paths[0])])
+    assert "extracting" not in quiet.stderr
