@@ -388,13 +388,13 @@ def main(argv: list[str] | None = None) -> int:
         n = min(args.n or len(stems), len(stems))
         samples, fields = iter_sroie(n, stems), list(KEY_TO_FIELD.values())
     elif args.dataset == "labelstudio":
-        from training.datasets.labelstudio import SAMPLE, load_export, split
+        from training.datasets.labelstudio import SAMPLE
 
         if not SAMPLE.is_file() or args.split != "held-out":
             print(f"no Label Studio export at {SAMPLE}, or a split other than held-out", file=sys.stderr)
             return 2
-        n = min(args.n or 10**9, len(split(load_export())[1]))
-        samples, fields = iter_labelstudio(n), list(LABELSTUDIO_FIELDS)
+        held = list(iter_labelstudio(args.n))  # a handful of pages: read the export once, count them
+        n, samples, fields = len(held), iter(held), list(LABELSTUDIO_FIELDS)
     elif args.split == "validation":
         seeds = validation_synth_seeds(args.n_synth)
         n = min(args.n or len(seeds), len(seeds))

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ from PIL import Image
 
 from socratext.document import OcrPage, Word
 from socratext.errors import OCR_FAILED, SocratextError
+from socratext.ocr.engine import EnginePool, PageReader
 from socratext.ocr.preprocess import PPOCR_MAX_UPSCALE, PreprocessInfo, preprocess_with_info
 from socratext.settings import Settings, get_settings
 
@@ -133,7 +133,7 @@ def _split_spaced(text: str, box: tuple[int, int, int, int], conf: float) -> lis
     return out
 
 
-class PpOcr:
+class PpOcr(EnginePool, PageReader):
     """Callable OCR engine with the Tesseract engines' interface: `ocr(images) -> list[OcrPage]`,
     `run(images)` (also returning the image read), `read(image)`, `config`, `version`."""
 
@@ -164,8 +164,7 @@ class PpOcr:
         self.config = (f"ppocr det=PP-OCRv6-small rec=PP-OCRv6-small cls=off "
                        f"threads={self.intra_op_threads} max_side={self.settings.ppocr_max_side}")
         """Every option that changes what is read (the OCR caches' key)."""
-        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._release(self._acquire())  # fail now (missing package, unreadable models), not per receipt
+        self._start_pool()  # fail now (missing package, unreadable models), not per receipt
 
     @functools.cached_property
     def version(self) -> str:
@@ -200,44 +199,12 @@ class PpOcr:
         except Exception as e:  # noqa: BLE001 - rapidocr raises bare Exceptions for bad models/configs
             raise SocratextError(OCR_FAILED, f"cannot start PP-OCR: {e}") from e
 
-    def _acquire(self) -> Any:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            return self._new_engine()
-
-    def _release(self, engine: Any) -> None:
-        self._idle.put(engine)
-
-    def close(self) -> None:
-        """Drop the pooled engines (their onnxruntime sessions are freed with them)."""
-        while True:
-            try:
-                self._idle.get_nowait()
-            except queue.Empty:
-                return
-
-    def prepare(self, img: Image.Image) -> Image.Image:
+    def prepare_with_info(self, img: Image.Image) -> tuple[Image.Image, PreprocessInfo]:
         """The image PP-OCR reads (and the one its boxes refer to): grayscale, tilts of a degree or more
         straightened (rows are rebuilt from the boxes, and a level page keeps a row's words at one height),
         the long side capped at `settings.ppocr_max_side`, never enlarged (`PPOCR_MAX_UPSCALE`)."""
-        return self.prepare_with_info(img)[0]
-
-    def prepare_with_info(self, img: Image.Image) -> tuple[Image.Image, PreprocessInfo]:
-        """`prepare`, with the scale and angle applied (training maps true boxes onto the words with it)."""
         return preprocess_with_info(img, self.settings, max_side=self.settings.ppocr_max_side,
                                     max_upscale=PPOCR_MAX_UPSCALE)
-
-    def __call__(self, images: list[Image.Image]) -> list[OcrPage]:
-        return [page for page, _ in self.run(images)]
-
-    def run(self, images: list[Image.Image]) -> list[tuple[OcrPage, Image.Image]]:
-        """OCR each image; also return the image the boxes refer to (for models that look at pixels)."""
-        out = []
-        for img in images:
-            seen = self.prepare(img) if self.preprocess else img
-            out.append((self.read(seen), seen))
-        return out
 
     def read(self, img: Image.Image) -> OcrPage:
         """OCR one already-prepared image (thread-safe: each call borrows its own engine)."""

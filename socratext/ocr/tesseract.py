@@ -19,6 +19,7 @@ from PIL import Image
 
 from socratext.document import OcrPage, Word
 from socratext.errors import OCR_FAILED, SocratextError
+from socratext.ocr.engine import PageReader
 from socratext.ocr.preprocess import PreprocessInfo, preprocess_with_info
 from socratext.settings import Settings, get_settings
 
@@ -30,7 +31,7 @@ bench/results/ocr.json), and it keeps an item's name and price on one line, whic
 DEFAULT_OEM = 1  # LSTM only: the legacy engine is not shipped in every tessdata package
 
 
-class TesseractEngine:
+class TesseractEngine(PageReader):
     """What every Tesseract backend shares — its options (languages, page segmentation, engine mode) and
     the callable `ocr(images) -> list[OcrPage]` — so the backends stay interchangeable behind
     `socratext.ocr.make_ocr`; a backend implements `read(image)` only."""
@@ -52,29 +53,11 @@ class TesseractEngine:
         # OMP_THREAD_LIMIT=1 is already in the environment (set by `import socratext`, before libtesseract's
         # OpenMP runtime could read it); pytesseract's tesseract subprocesses inherit it from there.
 
-    def prepare(self, img: Image.Image) -> Image.Image:
-        """The image this engine reads and its boxes refer to (`socratext.ocr.preprocess`): each engine
-        has its own, since what helps Tesseract (enlarging small scans) only costs a deep OCR time."""
-        return self.prepare_with_info(img)[0]
-
     def prepare_with_info(self, img: Image.Image) -> tuple[Image.Image, PreprocessInfo]:
-        """`prepare`, with the scale and angle applied (training maps true boxes onto the words with it)."""
+        """The image this engine reads and its boxes refer to (`socratext.ocr.preprocess`), with the scale
+        and angle applied: each engine has its own, since what helps Tesseract (enlarging small scans)
+        only costs a deep OCR time."""
         return preprocess_with_info(img, self.settings)
-
-    def __call__(self, images: list[Image.Image]) -> list[OcrPage]:
-        return [page for page, _ in self.run(images)]
-
-    def run(self, images: list[Image.Image]) -> list[tuple[OcrPage, Image.Image]]:
-        """OCR each image; also return the image the boxes refer to (for models that look at pixels)."""
-        out = []
-        for img in images:
-            seen = self.prepare(img) if self.preprocess else img
-            out.append((self.read(seen), seen))
-        return out
-
-    def read(self, img: Image.Image) -> OcrPage:
-        """OCR one already-preprocessed image."""
-        raise NotImplementedError
 
 
 class TesseractOcr(TesseractEngine):

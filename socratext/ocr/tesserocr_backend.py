@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import os
-import queue
 import re
 import shlex
 import shutil
@@ -34,6 +33,7 @@ from PIL import Image
 
 from socratext.document import OcrPage
 from socratext.errors import OCR_FAILED, SocratextError
+from socratext.ocr.engine import EnginePool
 from socratext.ocr.tesseract import TesseractEngine, words_from_data
 
 TSV_COLUMNS = ("level", "page_num", "block_num", "par_num", "line_num", "word_num", "left", "top", "width",
@@ -104,14 +104,13 @@ def parse_variables(extra_config: str) -> dict[str, str]:
     return out
 
 
-class TesserocrOcr(TesseractEngine):
+class TesserocrOcr(EnginePool, TesseractEngine):
     """Callable OCR engine with `TesseractOcr`'s interface: `ocr(images) -> list[OcrPage]`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.variables = parse_variables(self.extra_config)
-        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._release(self._acquire())  # fail now (missing languages, no tessdata), not on the first receipt
+        self._start_pool()  # fail now (missing languages, no tessdata), not on the first receipt
 
     @functools.cached_property
     def version(self) -> str:
@@ -141,22 +140,8 @@ class TesserocrOcr(TesseractEngine):
                 raise SocratextError(OCR_FAILED, f"unknown tesseract variable {name!r}")
         return api
 
-    def _acquire(self) -> Any:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            return self._new_engine()
-
-    def _release(self, api: Any) -> None:
-        self._idle.put(api)
-
-    def close(self) -> None:
-        """Free the engines (they are also freed with this object)."""
-        while True:
-            try:
-                self._idle.get_nowait().End()
-            except queue.Empty:
-                return
+    def _end_engine(self, api: Any) -> None:
+        api.End()
 
     def read(self, img: Image.Image) -> OcrPage:
         """OCR one already-preprocessed image (thread-safe: each call borrows its own engine)."""
