@@ -201,7 +201,12 @@ log4j.logger.org.apache.kafka.storage=WARN
 
 def _new_cluster_id() -> str:
     # Same format as `kafka-storage random-uuid` (base64url of 16 random bytes), without starting a JVM.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Like Kafka's own Uuid.randomUuid, never one that starts with "-": the storage tool's argument parser
+    # would read it as an option ("--cluster-id: expected one argument"), failing one format in 32.
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 # ------------------------------------------------------------------------------------------ processes
