@@ -104,8 +104,15 @@ class Settings(BaseSettings):
     # (a GPU worker's setting: there the overlap is host work against the GPU's). Each adds one batch of
     # memory; 1 = one batch after the other.
     extract_concurrency: int = 2
-    commit_every: int = 10
-    commit_interval_s: float = 1.0
+    # exactly_once: each batch's outputs and its input offsets are written in one Kafka transaction, so a
+    # read_committed consumer sees every receipt once whatever kills a worker (streams/delivery.py);
+    # at_least_once: outputs first, offsets after; a crash in between re-publishes (consumers dedup by key).
+    delivery: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    # A transaction left open by a killed worker holds back read_committed consumers of its output
+    # partitions until the partition's next owner starts (at once) or this timeout aborts it.
+    kafka_transaction_timeout_s: float = 60.0
+    commit_every: int = 10  # at_least_once: Faust commits after this many acknowledged events ...
+    commit_interval_s: float = 1.0  # ... or this often
     kafka_session_timeout_s: float = 10.0
     # Kafka security (socratext/kafka_config.py maps these onto kafka-python, aiokafka and Faust):
     # PLAINTEXT (the local stack), SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS: production).

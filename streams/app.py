@@ -4,17 +4,13 @@
 entry point is `python -m streams.worker --stage ocr|extract|all` / `socratext worker`, which also
 serves the metrics and configures JSON logging.
 
-Delivery is at-least-once: an input offset is committed only after the events it produced have been
-acknowledged by Kafka (see `streams.agents.publish`), so a crash replays work rather than losing it, and
-every output is keyed by receipt id so consumers (or a compacted topic) drop the duplicates.
-Faust's exactly-once (`processing_guarantee="exactly_once"`) was tried against Kafka 3.9 and does not
-hold for this pipeline: faust-streaming 0.15.3 puts a send in a transaction only when the destination
-topic is consumed by the same app and co-partitioned with the input (it picks the transactional
-producer by the *destination* partition). `receipts.extracted`, `.review` and `.deadletter` are consumed
-by nobody here, so their events are written outside any transaction (the broker's log shows
-isTransactional=false) and a kill between the produce and the offset commit still duplicates them for
-a read_committed consumer (faust-streaming issues #177, #517). The end-to-end guarantee is therefore
-at-least-once + deduplication by receipt id (tests/test_faults.py counts both).
+Delivery is exactly once by default: each batch's outputs and its input offsets go into one Kafka
+transaction per input partition (`streams.delivery`), read by `read_committed` consumers. Faust's own
+`processing_guarantee="exactly_once"` does not do this for our pipeline: faust-streaming 0.15.3 puts a
+send in a transaction only when the destination topic is consumed by the same app and co-partitioned
+with the input, so `receipts.extracted`, `.review` and `.deadletter` were written outside any
+transaction (faust-streaming issues #177, #517). `SOCRATEXT_DELIVERY=at_least_once` keeps Faust's
+commits (outputs acknowledged first, offsets after; consumers deduplicate by receipt id).
 """
 
 from __future__ import annotations
@@ -28,8 +24,9 @@ from typing import Any, TypeVar
 import faust
 
 from socratext.settings import Settings, get_settings
+from streams.delivery import AtLeastOnce, Delivery, Transactions, disable_faust_commits
 from streams.metrics import StreamMetrics
-from streams.topics import TOPICS, declare
+from streams.topics import OCR, TOPICS, UPLOADED, declare, topic_names
 
 APP_ID = "socratext"
 STAGES = ("ocr", "extract", "all")
@@ -92,8 +89,8 @@ def create_app(settings: Settings | None = None, stage: str = "all", runtime: Ru
         topic_partitions=max(partitions.values()),
         topic_disable_leader=True,  # no tables, no leader election topic needed
         consumer_auto_offset_reset="earliest",
-        processing_guarantee="at_least_once",  # exactly_once does not cover our sinks: module docstring
-        broker_commit_every=int(settings.commit_every),
+        processing_guarantee="at_least_once",  # Faust's exactly_once does not cover our sinks: docstring
+        broker_commit_every=int(settings.commit_every),  # exactly_once: bookkeeping only, nothing sent
         broker_commit_interval=float(settings.commit_interval_s),
         stream_wait_empty=False,
         # A worker killed without leaving the group (kill -9, OOM, node loss) holds its partitions until
@@ -111,15 +108,43 @@ def create_app(settings: Settings | None = None, stage: str = "all", runtime: Ru
 
         runtime.ready["ocr"] = False
         ocr.register(app, topics, runtime.once("ocr", lambda: ocr.build_ocr_deps(settings, runtime.metrics)),
-                     runtime.executor, concurrency=settings.ocr_concurrency or (os.cpu_count() or 1))
+                     runtime.executor, concurrency=settings.ocr_concurrency or (os.cpu_count() or 1),
+                     delivery=delivery_for(app, settings, runtime, topics, UPLOADED))
     if stage in ("extract", "all"):
         from streams.agents import extract
 
         runtime.ready["extract"] = False
         build = runtime.once("extract", lambda: extract.build_extract_deps(settings, runtime.metrics))
         extract.register(app, topics, build, runtime.executor, settings.batch_size, settings.batch_window_s,
-                         concurrency=max(1, int(settings.extract_concurrency)))
+                         concurrency=max(1, int(settings.extract_concurrency)),
+                         delivery=delivery_for(app, settings, runtime, topics, OCR))
     return app
+
+
+def delivery_for(app: faust.App, settings: Settings, runtime: Runtime, topics: dict[str, Any],
+                 input_logical: str) -> Delivery:
+    """The delivery of the stage that consumes `input_logical` (`settings.delivery`, streams.delivery):
+    for exactly once, its transactional producers follow the consumer group's assignment."""
+    if settings.delivery == "at_least_once":
+        return AtLeastOnce(topics)
+    txn = Transactions(settings, app_id=APP_ID, group_id=app.conf.id,
+                       input_topic=TOPICS[input_logical].name(settings), topic_names=topic_names(settings),
+                       metrics=runtime.metrics, max_request_size=app.conf.producer_max_request_size)
+
+    async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        disable_faust_commits(app.consumer)
+        await txn.on_assigned((tp.topic, tp.partition) for tp in assigned)
+
+    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        await txn.on_revoked((tp.topic, tp.partition) for tp in revoked)
+
+    async def on_shutdown(sender: Any, **_: Any) -> None:  # after the consumer (and agents) stopped
+        await txn.close()
+
+    app.on_partitions_assigned.connect(on_assigned, weak=False)
+    app.on_partitions_revoked.connect(on_revoked, weak=False)
+    app.on_before_shutdown.connect(on_shutdown, weak=False)
+    return txn
 
 
 def __getattr__(name: str) -> Any:

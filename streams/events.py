@@ -100,12 +100,24 @@ class OcrEvent:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where an input event came from: kept in its dead-letter event (so it can be found and replayed),
+    and the input partition whose offset an output's transaction commits (`streams.delivery`)."""
+
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass(frozen=True)
 class OutEvent:
-    """One message to publish: logical topic (see `streams.topics`), Kafka key (= receipt id), JSON value."""
+    """One message to publish: logical topic (see `streams.topics`), Kafka key (= receipt id), JSON value,
+    and the input event it answers (exactly-once delivery commits it with that input's offset)."""
 
     topic: str
     key: str
     value: dict[str, Any]
+    origin: Origin | None = field(default=None, compare=False)
 
     def key_bytes(self) -> bytes:
         return self.key.encode("utf-8")

@@ -52,6 +52,11 @@ class StreamMetrics:
         self.review = Counter("socratext_review", "Receipts sent to the review topic", registry=r)
         self.deadletter = Counter("socratext_deadletter", "Events sent to the dead-letter topic, by code",
                                   ["code"], registry=r)
+        self.transactions = Counter("socratext_transactions",
+                                    "Exactly-once delivery: transactions per input topic and outcome "
+                                    "(committed; aborted = the worker stops; fenced = the partition moved "
+                                    "to another worker, which redoes the batch)",
+                                    ["topic", "outcome"], registry=r)
         self.model_info = Gauge("socratext_model_info", "The extractor this worker runs (value 1)",
                                 ["name", "version"], registry=r)
         self.ocr_engine = Gauge("socratext_ocr_engine_info",

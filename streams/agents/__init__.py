@@ -6,24 +6,14 @@ the worker's thread pool, publish, and only then let Faust acknowledge the input
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from socratext.errors import INTERNAL, SocratextError
-from streams.events import OutEvent, deadletter_event, receipt_id_hint
+from streams.events import Origin, OutEvent, deadletter_event, receipt_id_hint
 from streams.metrics import StreamMetrics
 from streams.topics import DEADLETTER, OCR
 
 log = logging.getLogger("streams")
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where an input event came from (kept in its dead-letter event, so it can be found and replayed)."""
-
-    topic: str | None = None
-    partition: int | None = None
-    offset: int | None = None
 
 
 def dead(raw: bytes, *, stage: str, exc: BaseException, receipt_id: str | None = None,
@@ -43,7 +33,7 @@ def dead(raw: bytes, *, stage: str, exc: BaseException, receipt_id: str | None =
         metrics.count(stage, "failed")
     log.warning("dead-lettered: %s", message, extra={"receipt_id": rid, "stage": stage, "code": code},
                 exc_info=not isinstance(exc, SocratextError))
-    return OutEvent(DEADLETTER, rid or f"{o.topic}:{o.partition}:{o.offset}", value)
+    return OutEvent(DEADLETTER, rid or f"{o.topic}:{o.partition}:{o.offset}", value, origin)
 
 
 async def publish(outs: list[OutEvent], topics: dict[str, Any]) -> None:

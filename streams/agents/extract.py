@@ -28,7 +28,8 @@ from socratext.errors import MODEL_FAILED, SocratextError
 from socratext.extractors.base import Extractor, uses_page_images
 from socratext.fields.known import KnownValues
 from socratext.settings import Settings
-from streams.agents import Origin, dead, log, publish
+from streams.agents import Origin, dead, log
+from streams.delivery import AtLeastOnce, Delivery
 from streams.events import (
     OcrEvent,
     OutEvent,
@@ -413,9 +414,10 @@ def process_extract_batch(raws: list[bytes], deps: ExtractDeps,
         except Exception as exc:  # noqa: BLE001
             out.append(dead(raw, stage=STAGE, exc=exc, receipt_id=ev.receipt_id, origin=origin, metrics=m))
             continue
-        out.append(OutEvent(EXTRACTED, ev.receipt_id, value))
+        out.append(OutEvent(EXTRACTED, ev.receipt_id, value, origin))
         if rec.needs_review:
-            out.append(OutEvent(REVIEW, ev.receipt_id, review_event(value, ev.page, labs, ev.page_image)))
+            out.append(OutEvent(REVIEW, ev.receipt_id, review_event(value, ev.page, labs, ev.page_image),
+                                   origin))
         if m is not None:
             m.count(STAGE, "out")
             m.observe_stage("model", model_s)
@@ -433,18 +435,22 @@ def process_extract_batch(raws: list[bytes], deps: ExtractDeps,
 
 
 def register(app: Any, topics: dict[str, Any], deps: Callable[[], ExtractDeps], executor: Executor,
-             batch_size: int, batch_window_s: float, concurrency: int = 1) -> Any:
+             batch_size: int, batch_window_s: float, concurrency: int = 1,
+             delivery: Delivery | None = None) -> Any:
     """Attach the stage-2 agent to a Faust app; the extractor is loaded (in the executor) when it starts.
 
     `take_events` is `stream.take` with the events instead of the bare values (we keep their offsets for
     the dead letters). Faust acks a batch's events when control comes back to `take` for the next batch;
-    the batch's results are published and their delivery awaited before that.
+    the batch's results are delivered before that (streams.delivery: in one transaction per input
+    partition with the batch's offsets, or published and acknowledged).
 
     `concurrency` agent instances share the extractor, each with its own micro-batches (Faust commits an
     offset only once every event below it is acked, so at-least-once holds). Two overlap one batch's
     host work (parsing, tokenising, rules, assembly: Python, under the GIL) with the other's model pass
     (torch releases the GIL, on the CPU as while it waits for a GPU): `settings.extract_concurrency`.
     """
+
+    delivery = delivery or AtLeastOnce(topics)
 
     @app.agent(topics[OCR], name="socratext.extract", concurrency=concurrency)
     async def extract_agent(stream: Any) -> None:
@@ -456,10 +462,15 @@ def register(app: Any, topics: dict[str, Any], deps: Callable[[], ExtractDeps], 
                 await d.before_batch()  # between batches only: one batch, one model
                 raws = [e.value for e in events]
                 origins = [Origin(e.message.topic, e.message.partition, e.message.offset) for e in events]
+                delivery.begin(origins)
                 d.in_flight += 1
                 try:
-                    outs = await loop.run_in_executor(executor, process_extract_batch, raws, d, origins)
-                    await publish(outs, topics)  # before take() acks the batch
+                    try:
+                        outs = await loop.run_in_executor(executor, process_extract_batch, raws, d, origins)
+                    except BaseException as exc:  # cancelled at shutdown: later batches must wait for it
+                        delivery.abandon(origins, exc)
+                        raise
+                    await delivery.deliver(origins, outs)  # before take() acks the batch
                 finally:
                     d.in_flight -= 1
         finally:

@@ -21,7 +21,8 @@ from socratext.extractors.rules import label_page
 from socratext.privacy import mask_page
 from socratext.retry import Backoff, retry_call
 from socratext.settings import Settings
-from streams.agents import Origin, dead, log, publish
+from streams.agents import Origin, dead, log
+from streams.delivery import AtLeastOnce, Delivery
 from streams.events import OutEvent, UploadEvent, allowed_buckets, ocr_event, page_receipt_id, parse_upload
 from streams.metrics import StreamMetrics
 from streams.topics import OCR, UPLOADED
@@ -164,7 +165,7 @@ def _process_upload(raw: bytes, up: UploadEvent, deps: OcrDeps, origin: Origin |
         attached = seen if deps.settings.ocr_event_page_image else None
         page = mask_page(result.page)  # as it leaves this stage: no card number (socratext.privacy)
         rules = _rule_labels(page, timings, extra) if deps.settings.ocr_event_rule_labels else None
-        out.append(OutEvent(OCR, rid, ocr_event(up, page, number, n, timings, attached, rules)))
+        out.append(OutEvent(OCR, rid, ocr_event(up, page, number, n, timings, attached, rules), origin))
         if m is not None:
             m.observe_stage("ocr", ocr_s)
             m.count(STAGE, "out")
@@ -173,8 +174,12 @@ def _process_upload(raw: bytes, up: UploadEvent, deps: OcrDeps, origin: Origin |
 
 
 def register(app: Any, topics: dict[str, Any], deps: Callable[[], OcrDeps], executor: Executor,
-             concurrency: int = 1) -> Any:
-    """Attach the stage-1 agent to a Faust app; `deps()` is awaited lazily in the executor (loads once)."""
+             concurrency: int = 1, delivery: Delivery | None = None) -> Any:
+    """Attach the stage-1 agent to a Faust app; `deps()` is awaited lazily in the executor (loads once).
+
+    Each event's outputs are delivered (streams.delivery: one transaction with the event's offset, or
+    published and acknowledged) before the loop moves on and Faust acknowledges the event."""
+    delivery = delivery or AtLeastOnce(topics)
 
     @app.agent(topics[UPLOADED], name="socratext.ocr", concurrency=concurrency)
     async def ocr_agent(stream: Any) -> None:
@@ -183,8 +188,13 @@ def register(app: Any, topics: dict[str, Any], deps: Callable[[], OcrDeps], exec
         async for event in stream.events():
             msg = event.message
             origin = Origin(msg.topic, msg.partition, msg.offset)
-            outs = await loop.run_in_executor(executor, process_ocr_event, event.value, d, origin)
-            await publish(outs, topics)  # before the loop acks this event
+            delivery.begin([origin])
+            try:
+                outs = await loop.run_in_executor(executor, process_ocr_event, event.value, d, origin)
+            except BaseException as exc:  # cancelled at shutdown: later events must not commit past it
+                delivery.abandon([origin], exc)
+                raise
+            await delivery.deliver([origin], outs)
 
     return ocr_agent
 

@@ -1,0 +1,297 @@
+"""How a stage's results reach Kafka and when its input counts as done (`settings.delivery`).
+
+**exactly_once** (the default). A batch's outputs (`receipts.ocr`, `.extracted`, `.review`,
+`.deadletter`) and the offset of the input they answer are written in **one Kafka transaction**
+(`send_offsets_to_transaction`): a `read_committed` consumer sees the outputs if and only if the input
+counts as consumed. A worker killed anywhere (before its sends, between them, after them before the
+commit) leaves at most an open transaction, which is aborted as soon as the next owner of the input
+partition starts its producer, and that owner redoes the batch from the last committed offset.
+
+One transactional producer per *input partition* (transactional id `<app>.<input topic>.<partition>`),
+because aiokafka 0.14 has no consumer-group fencing (KIP-447): a worker that lost a partition in a
+rebalance but still runs (a zombie) is fenced by the new owner's producer taking the same id, and its
+late transaction fails instead of duplicating the new owner's work.
+
+Faust's own offset commits are switched off in this mode (`disable_faust_commits`): it would commit the
+offsets of acknowledged events on its timer, behind or ahead of the transactions' commits, and a
+rewound offset replays (duplicates) work that a transaction already committed.
+
+Within one partition the transactions commit in offset order: a batch waits for the batches with
+lower offsets of that partition (another agent instance's, with `extract_concurrency` > 1) before it
+commits, so a committed offset never skips a batch still in flight.
+
+**at_least_once**: the outputs are sent and their acknowledgements awaited, then Faust commits the
+input offsets on its timer (`streams.agents.publish`): a crash in between replays the input and
+re-publishes its outputs (consumers deduplicate by the key, the receipt id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from socratext.settings import Settings
+from streams.agents import dead, publish
+from streams.events import Origin, OutEvent
+from streams.metrics import StreamMetrics
+from streams.topics import DEADLETTER, OCR
+
+log = logging.getLogger("streams.delivery")
+
+TP = tuple[str, int]
+Batch = dict[TP, tuple[list[int], list[OutEvent]]]  # input partition → (its offsets, its outputs)
+
+FENCED_ERRORS = ("ProducerFenced", "InvalidProducerEpoch", "UnknownProducerId")
+"""aiokafka errors meaning another producer took this partition's transactional id: its new owner."""
+
+
+def transactional_id(app_id: str, topic: str, partition: int) -> str:
+    """Stable per input partition, so the partition's next owner fences (and aborts for) the last one."""
+    return f"{app_id}.{topic}.{partition}"
+
+
+def make_aiokafka_producer(settings: Settings, txn_id: str, max_request_size: int) -> Any:
+    """A transactional, idempotent aiokafka producer with the settings' TLS/SASL (kafka_config)."""
+    from aiokafka import AIOKafkaProducer
+
+    from socratext.kafka_config import aiokafka_kwargs
+
+    return AIOKafkaProducer(**aiokafka_kwargs(
+        settings, transactional_id=txn_id, enable_idempotence=True, acks="all",
+        max_request_size=max_request_size, client_id=txn_id,
+        transaction_timeout_ms=int(settings.kafka_transaction_timeout_s * 1000)))
+
+
+def disable_faust_commits(consumer: Any) -> None:
+    """Keep Faust's offset bookkeeping (acks, gaps: it trims them when it "commits") but send nothing
+    to the broker: in exactly-once mode the transactions commit the offsets (module docstring)."""
+
+    async def _no_broker_commit(offsets: Any) -> bool:
+        return True
+
+    consumer._commit = _no_broker_commit  # noqa: SLF001 - the one call that sends offsets to the broker
+
+
+class AtLeastOnce:
+    """Publish and await the acknowledgements; Faust commits the input offsets afterwards."""
+
+    def __init__(self, topics: dict[str, Any]) -> None:
+        self.topics = topics  # logical name → Faust topic
+
+    def begin(self, origins: Iterable[Origin]) -> None:
+        """Nothing to order: Faust commits an offset only once every event below it is acknowledged."""
+
+    def abandon(self, origins: Iterable[Origin], exc: BaseException) -> None:
+        """Nothing to undo: unacknowledged events are not committed."""
+
+    async def deliver(self, origins: list[Origin], outs: list[OutEvent]) -> None:
+        await publish(outs, self.topics)
+
+
+class Fenced(Exception):
+    """This worker no longer owns the partition: the batch's transaction was aborted and its new owner
+    redoes the batch from the last committed offset."""
+
+
+class Transactions:
+    """The transactional producers of one stage's input topic and the order of their commits.
+
+    Agents call `begin(origins)` as soon as they hold a batch (before any `await`, so the order of
+    registration is the order of consumption) and `deliver(origins, outs)` once the batch is processed.
+    """
+
+    def __init__(self, settings: Settings, *, app_id: str, group_id: str, input_topic: str,
+                 topic_names: dict[str, str], metrics: StreamMetrics | None = None,
+                 max_request_size: int = 1_000_000,
+                 make_producer: Callable[[str], Any] | None = None) -> None:
+        self.settings = settings
+        self.app_id = app_id
+        self.group_id = group_id
+        self.input_topic = input_topic
+        self.topic_names = topic_names  # logical → Kafka topic name
+        self.metrics = metrics
+        self.max_request_size = max_request_size
+        self._make = make_producer or (lambda tid: make_aiokafka_producer(settings, tid, max_request_size))
+        self._producers: dict[TP, Any] = {}
+        self._locks: dict[TP, asyncio.Lock] = {}
+        self._in_flight: dict[TP, dict[int, asyncio.Future[None]]] = {}
+        self._committed: dict[TP, int] = {}  # next offset to read, as last committed by a transaction
+        self.assigned: set[TP] | None = None  # None: not told yet (tests, or before the first assignment)
+
+    # ------------------------------------------------------------------------------ partition ownership
+
+    async def on_assigned(self, tps: Iterable[TP]) -> None:
+        """Start the producers of the newly assigned input partitions now: starting one aborts a
+        transaction its previous owner left open (a killed worker), which would otherwise hold back
+        every `read_committed` consumer of the output partitions it wrote to until it times out."""
+        mine = {tp for tp in tps if tp[0] == self.input_topic}
+        self.assigned = (self.assigned or set()) | mine
+        for tp in sorted(mine):
+            self._committed.pop(tp, None)  # the group's committed offset is the truth again
+            try:
+                async with self._lock(tp):
+                    await self._producer(tp)
+            except Exception:  # noqa: BLE001 - the first batch of the partition tries again
+                log.warning("could not start the transactional producer of %s:%d yet", *tp, exc_info=True)
+
+    async def on_revoked(self, tps: Iterable[TP]) -> None:
+        """Stop the producers of the partitions taken away (after any commit in progress)."""
+        mine = {tp for tp in tps if tp[0] == self.input_topic}
+        if self.assigned is not None:
+            self.assigned -= mine
+        for tp in sorted(mine):
+            async with self._lock(tp):
+                await self._drop(tp)
+
+    async def close(self) -> None:
+        for tp in list(self._producers):
+            await self._drop(tp)
+
+    # --------------------------------------------------------------------------------------- delivery
+
+    def begin(self, origins: Iterable[Origin]) -> None:
+        """Register a batch's input events as in flight (synchronously: consumption order)."""
+        loop = asyncio.get_running_loop()
+        for o in origins:
+            if o.topic is not None and o.partition is not None and o.offset is not None:
+                self._in_flight.setdefault((o.topic, o.partition), {})[o.offset] = loop.create_future()
+
+    def abandon(self, origins: Iterable[Origin], exc: BaseException) -> None:
+        """A batch that will not be delivered (its processing failed or was cancelled at shutdown):
+        later batches of its partitions must not commit past it, so they fail too."""
+        by_tp: dict[TP, list[int]] = {}
+        for o in origins:
+            if o.topic is not None and o.partition is not None and o.offset is not None:
+                by_tp.setdefault((o.topic, o.partition), []).append(o.offset)
+        for tp, offsets in by_tp.items():
+            self._settle(tp, offsets, exc)
+
+    async def deliver(self, origins: list[Origin], outs: list[OutEvent]) -> None:
+        """Commit the batch: per input partition, its outputs and its next offset in one transaction.
+
+        A partition this worker no longer owns is skipped (its transaction aborted, nothing visible);
+        any other failure aborts the transaction and propagates: the worker must stop rather than
+        let a later batch commit an offset past this one."""
+        groups = self._group(origins, outs)
+        for tp in sorted(groups):
+            offsets, tp_outs = groups[tp]
+            try:
+                await self._wait_below(tp, min(offsets))
+                async with self._lock(tp):
+                    await self._commit(tp, max(offsets) + 1, tp_outs)
+            except Fenced as exc:
+                self._settle(tp, offsets, exc)
+                self._count("fenced")
+                log.warning("partition %s:%d is no longer ours: %d events left to its new owner", *tp,
+                            len(offsets))
+            except BaseException as exc:
+                self._settle(tp, offsets, exc)
+                self._count("aborted")
+                raise
+            else:
+                self._settle(tp, offsets, None)
+                self._count("committed")
+
+    def _group(self, origins: list[Origin], outs: list[OutEvent]) -> Batch:
+        groups: Batch = {}
+        for o in origins:
+            if o.topic is None or o.partition is None or o.offset is None:
+                raise ValueError(f"an input event without its partition and offset: {o}")
+            groups.setdefault((o.topic, o.partition), ([], []))[0].append(o.offset)
+        for out in outs:
+            o = out.origin
+            if o is None or o.topic is None or o.partition is None:
+                if len(groups) != 1:  # a bug: an output that does not say which input it answers
+                    raise ValueError(f"output {out.topic}/{out.key} has no origin in a multi-partition batch")
+                next(iter(groups.values()))[1].append(out)
+            else:
+                groups[(o.topic, o.partition)][1].append(out)
+        return groups
+
+    async def _wait_below(self, tp: TP, offset: int) -> None:
+        """Wait for the batches of this partition with lower offsets (other agent instances)."""
+        earlier = [f for off, f in self._in_flight.get(tp, {}).items() if off < offset]
+        if earlier:
+            results = await asyncio.gather(*earlier, return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if any(isinstance(r, Fenced) for r in failed):
+                raise Fenced(f"{tp}: an earlier batch was fenced")
+            if failed:
+                raise RuntimeError(f"an earlier batch of {tp[0]}:{tp[1]} failed to commit") from failed[0]
+
+    def _settle(self, tp: TP, offsets: list[int], exc: BaseException | None) -> None:
+        pending = self._in_flight.get(tp, {})
+        for off in offsets:
+            fut = pending.pop(off, None)
+            if fut is not None and not fut.done():
+                if exc is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved: a batch that nobody waits for must not warn at exit
+
+    async def _commit(self, tp: TP, next_offset: int, outs: list[OutEvent]) -> None:
+        if self.assigned is not None and tp not in self.assigned:
+            raise Fenced(f"{tp} was revoked")
+        from aiokafka.structs import TopicPartition
+
+        producer = await self._producer(tp)
+        # Never move the committed offset back: a batch consumed out of order (it should not happen)
+        # must not rewind the partition under one already committed.
+        offset = max(next_offset, self._committed.get(tp, 0))
+        try:
+            async with producer.transaction():
+                for out in outs:
+                    await self._send(producer, out)
+                await producer.send_offsets_to_transaction({TopicPartition(*tp): offset}, self.group_id)
+        except Exception as exc:
+            if type(exc).__name__ in FENCED_ERRORS:
+                await self._drop(tp)
+                raise Fenced(str(exc)) from exc
+            await self._drop(tp)  # a producer in an unknown state is not reused
+            raise
+        self._committed[tp] = offset
+
+    async def _send(self, producer: Any, out: OutEvent) -> None:
+        """Queue one output in the open transaction. A value over the request size (checked by the
+        client before anything is queued) becomes a dead letter for that receipt instead."""
+        from aiokafka.errors import MessageSizeTooLargeError
+
+        try:
+            await producer.send(self.topic_names[out.topic], key=out.key_bytes(), value=out.value_bytes())
+        except MessageSizeTooLargeError as exc:
+            if out.topic == DEADLETTER:
+                raise
+            stage = "ocr" if out.topic == OCR else "extract"
+            d = dead(out.value_bytes(), stage=stage, exc=exc, receipt_id=out.key, metrics=self.metrics)
+            await producer.send(self.topic_names[DEADLETTER], key=d.key_bytes(), value=d.value_bytes())
+
+    # ------------------------------------------------------------------------------------- producers
+
+    def _lock(self, tp: TP) -> asyncio.Lock:
+        return self._locks.setdefault(tp, asyncio.Lock())
+
+    async def _producer(self, tp: TP) -> Any:
+        producer = self._producers.get(tp)
+        if producer is None:
+            producer = self._make(transactional_id(self.app_id, *tp))
+            await producer.start()  # InitProducerId: fences the previous owner, aborts its open transaction
+            self._producers[tp] = producer
+        return producer
+
+    async def _drop(self, tp: TP) -> None:
+        producer = self._producers.pop(tp, None)
+        if producer is not None:
+            try:
+                await producer.stop()
+            except Exception:  # noqa: BLE001 - closing a fenced or broken producer may complain
+                log.debug("closing the producer of %s:%d failed", *tp, exc_info=True)
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.transactions.labels(topic=self.input_topic, outcome=outcome).inc()
+
+
+Delivery = AtLeastOnce | Transactions
