@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # A transaction left open by a killed worker holds back read_committed consumers of its output
     # partitions until the partition's next owner starts (at once) or this timeout aborts it.
     kafka_transaction_timeout_s: float = 60.0
+    # Fault injection for the kill tests (tests/test_faults.py), never set in production: the first
+    # transaction of the worker stops at this point (flushed, logging "fault pause at <point>") and
+    # waits there until the process is killed.
+    fault_pause_at: Literal["", "before_send", "between_sends", "before_commit"] = ""
     commit_every: int = 10  # at_least_once: Faust commits after this many acknowledged events ...
     commit_interval_s: float = 1.0  # ... or this often
     kafka_session_timeout_s: float = 10.0

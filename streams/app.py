@@ -129,7 +129,8 @@ def delivery_for(app: faust.App, settings: Settings, runtime: Runtime, topics: d
         return AtLeastOnce(topics)
     txn = Transactions(settings, app_id=APP_ID, group_id=app.conf.id,
                        input_topic=TOPICS[input_logical].name(settings), topic_names=topic_names(settings),
-                       metrics=runtime.metrics, max_request_size=app.conf.producer_max_request_size)
+                       metrics=runtime.metrics, max_request_size=app.conf.producer_max_request_size,
+                       generation=lambda: app.consumer_generation_id)
 
     async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
         disable_faust_commits(app.consumer)

@@ -41,7 +41,8 @@ from streams.topics import DEADLETTER, OCR
 log = logging.getLogger("streams.delivery")
 
 TP = tuple[str, int]
-Batch = dict[TP, tuple[list[int], list[OutEvent]]]  # input partition → (its offsets, its outputs)
+Batch = dict[tuple[TP, int | None], tuple[list[int], list[OutEvent]]]
+"""(input partition, group generation) → (its offsets in the batch, their outputs)"""
 
 FENCED_ERRORS = ("ProducerFenced", "InvalidProducerEpoch", "UnknownProducerId")
 """aiokafka errors meaning another producer took this partition's transactional id: its new owner."""
@@ -91,8 +92,9 @@ class AtLeastOnce:
 
 
 class Fenced(Exception):
-    """This worker no longer owns the partition: the batch's transaction was aborted and its new owner
-    redoes the batch from the last committed offset."""
+    """The batch must not be committed by this worker: it was fetched before a rebalance (Faust reads
+    the partition again from its committed offset) or the partition now belongs to another worker
+    (whose producer fenced ours). Its transaction is aborted; nothing of it is visible."""
 
 
 class Transactions:
@@ -104,7 +106,7 @@ class Transactions:
 
     def __init__(self, settings: Settings, *, app_id: str, group_id: str, input_topic: str,
                  topic_names: dict[str, str], metrics: StreamMetrics | None = None,
-                 max_request_size: int = 1_000_000,
+                 max_request_size: int = 1_000_000, generation: Callable[[], int | None] = lambda: None,
                  make_producer: Callable[[str], Any] | None = None) -> None:
         self.settings = settings
         self.app_id = app_id
@@ -113,10 +115,11 @@ class Transactions:
         self.topic_names = topic_names  # logical → Kafka topic name
         self.metrics = metrics
         self.max_request_size = max_request_size
+        self.generation = generation  # the consumer group's current generation (Faust's)
         self._make = make_producer or (lambda tid: make_aiokafka_producer(settings, tid, max_request_size))
         self._producers: dict[TP, Any] = {}
         self._locks: dict[TP, asyncio.Lock] = {}
-        self._in_flight: dict[TP, dict[int, asyncio.Future[None]]] = {}
+        self._in_flight: dict[TP, dict[tuple[int | None, int], asyncio.Future[None]]] = {}
         self._committed: dict[TP, int] = {}  # next offset to read, as last committed by a transaction
         self.assigned: set[TP] | None = None  # None: not told yet (tests, or before the first assignment)
 
@@ -156,50 +159,56 @@ class Transactions:
         loop = asyncio.get_running_loop()
         for o in origins:
             if o.topic is not None and o.partition is not None and o.offset is not None:
-                self._in_flight.setdefault((o.topic, o.partition), {})[o.offset] = loop.create_future()
+                key = (o.generation, o.offset)
+                self._in_flight.setdefault((o.topic, o.partition), {})[key] = loop.create_future()
 
     def abandon(self, origins: Iterable[Origin], exc: BaseException) -> None:
         """A batch that will not be delivered (its processing failed or was cancelled at shutdown):
         later batches of its partitions must not commit past it, so they fail too."""
-        by_tp: dict[TP, list[int]] = {}
-        for o in origins:
-            if o.topic is not None and o.partition is not None and o.offset is not None:
-                by_tp.setdefault((o.topic, o.partition), []).append(o.offset)
-        for tp, offsets in by_tp.items():
-            self._settle(tp, offsets, exc)
+        groups = self._group(list(origins), [])
+        for (tp, generation), (offsets, _) in groups.items():
+            self._settle(tp, generation, offsets, exc)
 
     async def deliver(self, origins: list[Origin], outs: list[OutEvent]) -> None:
         """Commit the batch: per input partition, its outputs and its next offset in one transaction.
 
-        A partition this worker no longer owns is skipped (its transaction aborted, nothing visible);
-        any other failure aborts the transaction and propagates: the worker must stop rather than
-        let a later batch commit an offset past this one."""
+        Events fetched before a rebalance (an older group generation), or of a partition this worker
+        no longer owns, are dropped (Faust re-reads them from the committed offset, or their new
+        owner does). Any other failure aborts the transaction and propagates: the worker must stop
+        rather than let a later batch commit an offset past this one."""
         groups = self._group(origins, outs)
-        for tp in sorted(groups):
-            offsets, tp_outs = groups[tp]
+        for (tp, generation), (offsets, tp_outs) in sorted(groups.items(), key=lambda kv: kv[0][0]):
             try:
-                await self._wait_below(tp, min(offsets))
+                await self._wait_below(tp, generation, min(offsets))
                 async with self._lock(tp):
+                    self._check_owned(tp, generation)
                     await self._commit(tp, max(offsets) + 1, tp_outs)
             except Fenced as exc:
-                self._settle(tp, offsets, exc)
+                self._settle(tp, generation, offsets, exc)
                 self._count("fenced")
-                log.warning("partition %s:%d is no longer ours: %d events left to its new owner", *tp,
-                            len(offsets))
+                log.warning("%d event(s) of %s:%d dropped, to be read again from its committed offset: %s",
+                            len(offsets), *tp, exc)
             except BaseException as exc:
-                self._settle(tp, offsets, exc)
+                self._settle(tp, generation, offsets, exc)
                 self._count("aborted")
                 raise
             else:
-                self._settle(tp, offsets, None)
+                self._settle(tp, generation, offsets, None)
                 self._count("committed")
+
+    def _check_owned(self, tp: TP, generation: int | None) -> None:
+        if self.assigned is not None and tp not in self.assigned:
+            raise Fenced("the partition was revoked")
+        current = self.generation()
+        if generation is not None and current is not None and generation != current:
+            raise Fenced(f"fetched in group generation {generation}, now {current}")
 
     def _group(self, origins: list[Origin], outs: list[OutEvent]) -> Batch:
         groups: Batch = {}
         for o in origins:
             if o.topic is None or o.partition is None or o.offset is None:
                 raise ValueError(f"an input event without its partition and offset: {o}")
-            groups.setdefault((o.topic, o.partition), ([], []))[0].append(o.offset)
+            groups.setdefault(((o.topic, o.partition), o.generation), ([], []))[0].append(o.offset)
         for out in outs:
             o = out.origin
             if o is None or o.topic is None or o.partition is None:
@@ -207,24 +216,26 @@ class Transactions:
                     raise ValueError(f"output {out.topic}/{out.key} has no origin in a multi-partition batch")
                 next(iter(groups.values()))[1].append(out)
             else:
-                groups[(o.topic, o.partition)][1].append(out)
+                groups[((o.topic, o.partition), o.generation)][1].append(out)
         return groups
 
-    async def _wait_below(self, tp: TP, offset: int) -> None:
-        """Wait for the batches of this partition with lower offsets (other agent instances)."""
-        earlier = [f for off, f in self._in_flight.get(tp, {}).items() if off < offset]
+    async def _wait_below(self, tp: TP, generation: int | None, offset: int) -> None:
+        """Wait for the batches of this partition and generation with lower offsets (other agent
+        instances): a committed offset never skips a batch in flight."""
+        earlier = [f for (gen, off), f in self._in_flight.get(tp, {}).items()
+                   if gen == generation and off < offset]
         if earlier:
             results = await asyncio.gather(*earlier, return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             if any(isinstance(r, Fenced) for r in failed):
-                raise Fenced(f"{tp}: an earlier batch was fenced")
+                raise Fenced(f"an earlier batch of {tp[0]}:{tp[1]} was dropped")
             if failed:
                 raise RuntimeError(f"an earlier batch of {tp[0]}:{tp[1]} failed to commit") from failed[0]
 
-    def _settle(self, tp: TP, offsets: list[int], exc: BaseException | None) -> None:
+    def _settle(self, tp: TP, generation: int | None, offsets: list[int], exc: BaseException | None) -> None:
         pending = self._in_flight.get(tp, {})
         for off in offsets:
-            fut = pending.pop(off, None)
+            fut = pending.pop((generation, off), None)
             if fut is not None and not fut.done():
                 if exc is None:
                     fut.set_result(None)
@@ -233,8 +244,6 @@ class Transactions:
                     fut.exception()  # retrieved: a batch that nobody waits for must not warn at exit
 
     async def _commit(self, tp: TP, next_offset: int, outs: list[OutEvent]) -> None:
-        if self.assigned is not None and tp not in self.assigned:
-            raise Fenced(f"{tp} was revoked")
         from aiokafka.structs import TopicPartition
 
         producer = await self._producer(tp)
@@ -243,9 +252,13 @@ class Transactions:
         offset = max(next_offset, self._committed.get(tp, 0))
         try:
             async with producer.transaction():
-                for out in outs:
+                await self._fault_pause("before_send", producer)
+                for i, out in enumerate(outs):
                     await self._send(producer, out)
+                    if i == 0 and len(outs) > 1:
+                        await self._fault_pause("between_sends", producer)
                 await producer.send_offsets_to_transaction({TopicPartition(*tp): offset}, self.group_id)
+                await self._fault_pause("before_commit", producer)
         except Exception as exc:
             if type(exc).__name__ in FENCED_ERRORS:
                 await self._drop(tp)
@@ -267,6 +280,16 @@ class Transactions:
             stage = "ocr" if out.topic == OCR else "extract"
             d = dead(out.value_bytes(), stage=stage, exc=exc, receipt_id=out.key, metrics=self.metrics)
             await producer.send(self.topic_names[DEADLETTER], key=d.key_bytes(), value=d.value_bytes())
+
+    async def _fault_pause(self, point: str, producer: Any) -> None:
+        """`settings.fault_pause_at` (kill tests only): stop here, with what was sent so far flushed to
+        the broker (written, not committed), until the process is killed."""
+        if self.settings.fault_pause_at != point or self._fault_paused:
+            return
+        self._fault_paused = True
+        await producer.flush()
+        log.warning("fault pause at %s", point, extra={"topic": self.input_topic})
+        await asyncio.sleep(3600)
 
     # ------------------------------------------------------------------------------------- producers
 

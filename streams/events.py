@@ -107,6 +107,9 @@ class Origin:
     topic: str | None = None
     partition: int | None = None
     offset: int | None = None
+    generation: int | None = None
+    """The consumer group generation in which it was fetched: after a rebalance Faust re-reads every
+    partition from its committed offset, so a batch fetched before must not be committed after."""
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,17 @@ can be killed on its own. Every test counts what went in (uploads) and what came
 dead-letter events) with a `read_committed` consumer, deduplicating by receipt id:
 
     lost       = uploads with no extracted and no dead-letter event (must be 0)
-    duplicated = output events beyond the first per receipt (at-least-once may give some; reported)
+    duplicated = output events beyond the first per receipt (must be 0: delivery is exactly once,
+                 streams/delivery.py; OCR pages are counted too)
 
 Each test prints one line `FAULT | <fault> | <what happened> | in=.. out=.. lost=.. duplicated=.. | ..s`
-(shown even without -s) for the reliability table. Faults: SIGKILL of the OCR worker and of the extraction
-worker mid-batch, a model that raises on one receipt of a batch, the object store down for less and for
-more than the retry budget, a broker restart. Every wait is bounded; tests that stop a service restore it.
+(shown even without -s) for the reliability table. Faults: SIGKILL of either stage at each point of a
+transaction (before its first send, between two sends, after the sends before the commit: the worker is
+held there by `SOCRATEXT_FAULT_PAUSE_AT`, and the group's committed offset is shown to be behind the input
+before the kill), SIGKILL mid-batch at a random moment, one of two extraction workers of the group killed
+with a batch in flight (the other takes its partitions over), a model that raises on one receipt of a
+batch, the object store down for less and for more than the retry budget, a broker restart. Every wait is
+bounded; tests that stop a service restore it.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from socratext.pipeline import receipt_id_for
 from socratext.retry import Backoff
 from socratext.settings import Settings
 from streams.events import dumps, now_iso
-from streams.topics import DEADLETTER, EXTRACTED, OCR
+from streams.topics import DEADLETTER, EXTRACTED, OCR, REVIEW
 from tests.streamkit import NONCE, Worker, receipt_images
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow,
@@ -71,15 +76,15 @@ def StageWorker(settings: Settings, log: Path, stage: str, **env: str) -> Worker
 
 
 class Ledger:
-    """A `read_committed` consumer of the OCR, extracted and dead-letter topics, positioned at their ends
-    when created: what the pipeline produced since, for the receipt ids a test follows."""
+    """A `read_committed` consumer of the OCR, extracted, review and dead-letter topics, positioned at
+    their ends when created: what the pipeline produced since, for the receipt ids a test follows."""
 
     def __init__(self, settings: Settings) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
         from socratext.kafka_config import kafka_python_kwargs
 
-        self.names = {getattr(settings, f"topic_{t}"): t for t in (OCR, EXTRACTED, DEADLETTER)}
+        self.names = {getattr(settings, f"topic_{t}"): t for t in (OCR, EXTRACTED, REVIEW, DEADLETTER)}
         self.consumer = KafkaConsumer(**kafka_python_kwargs(settings, group_id=None, enable_auto_commit=False,
                                                             isolation_level="read_committed"))
         tps = [TopicPartition(n, p) for n in self.names
@@ -191,6 +196,96 @@ def _assert_nothing_lost(ledger: Ledger, ids: set[str]) -> dict[str, int]:
     return tally
 
 
+def _assert_exactly_once(ledger: Ledger, ids: set[str]) -> dict[str, int]:
+    """Nothing lost, and every receipt's output (and OCR page) seen once by a read_committed consumer."""
+    tally = _assert_nothing_lost(ledger, ids)
+    assert tally["duplicated"] == 0, f"duplicated outputs: {tally}: " + "; ".join(
+        f"{t} {e['receipt_id']} {e.get('code', '')} {e.get('extracted_at', '')}" for t, e in ledger.out(ids))
+    for topic in (OCR, REVIEW):
+        per_id = Counter(e["receipt_id"] for _, e in ledger.of(ids, topic))
+        assert all(n == 1 for n in per_id.values()), f"published twice on {topic}: {per_id}"
+    return tally
+
+
+def _uncommitted(settings: Settings, topic: str) -> int:
+    """Messages of `topic` beyond the worker group's committed offsets: > 0 proves work in flight."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from socratext.kafka_config import kafka_python_kwargs
+    from streams.app import APP_ID
+
+    # A consumer of the worker's group that never subscribes: it reads the group's offsets, joins nothing.
+    consumer = KafkaConsumer(**kafka_python_kwargs(settings, group_id=APP_ID, enable_auto_commit=False))
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        ends = consumer.end_offsets(tps)
+        return sum(ends[tp] - (consumer.committed(tp) or 0) for tp in tps)
+    finally:
+        consumer.close()
+
+
+def _wait_for_log(worker: Worker, needle: str, wait_s: float = 120) -> None:
+    deadline = time.monotonic() + wait_s
+    while not worker.log_lines(needle):
+        assert worker.proc is not None and worker.proc.poll() is None, \
+            f"{worker.stage} worker exited:\n{worker.log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {needle!r} in the {worker.stage} worker's log"
+        time.sleep(0.2)
+
+
+def _two_page_pdf(data: bytes) -> bytes:
+    """A PDF with the receipt twice: the OCR stage publishes two pages in one transaction."""
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, "PDF", save_all=True, append_images=[img.rotate(0)], resolution=150.0)
+    return buf.getvalue()
+
+
+KILL_POINTS = ("before_send", "between_sends", "before_commit")
+
+
+@pytest.mark.parametrize("stage", ["ocr", "extract"])
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_kill_9_at_each_point_of_a_transaction_publishes_every_receipt_once(
+        stack: Settings, workers: dict[str, Worker], ledger: Ledger, tmp_path: Path, stage: str, point: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The stage's worker is replaced by one held at `point` of its first transaction; there it is
+    SIGKILLed (its input offset provably uncommitted), the usual worker restarted: every receipt comes
+    out once."""
+    regular = workers[stage]
+    env = {"SOCRATEXT_FAULT_PAUSE_AT": point}
+    if stage == "extract":  # extracted + review: two outputs per receipt, so "between sends" exists
+        env.update(SOCRATEXT_REVIEW_THRESHOLD="1.01", SOCRATEXT_BATCH_WINDOW_S="1.0")
+    held = StageWorker(stack, tmp_path / f"held-{stage}.log", stage, **env)
+    files = _files(3, base=8600 + 10 * KILL_POINTS.index(point) + (5 if stage == "extract" else 0))
+    if stage == "ocr" and point == "between_sends":  # one upload, two pages: two sends in its transaction
+        files[0] = ("two-pages.pdf", _two_page_pdf(files[0][1]))
+    ids = {receipt_id_for(data) for _, data in files[1:]}
+    first = receipt_id_for(files[0][1])
+    ids |= {f"{first}-p1", f"{first}-p2"} if files[0][0].endswith(".pdf") else {first}
+    input_topic = stack.topic_uploaded if stage == "ocr" else stack.topic_ocr
+    t0 = time.monotonic()
+    regular.stop()
+    try:
+        held.start()
+        upload_ids = {r["receipt_id"] for r in upload_files(stack, files)}
+        assert len(upload_ids) == len(files)
+        _wait_for_log(held, f"fault pause at {point}")
+        behind = _uncommitted(stack, input_topic)
+        assert behind > 0, "the held transaction's input offset is already committed: nothing in flight"
+        ledger.poll_until(lambda: False, 2.0)  # whatever a read_committed consumer can see now
+        seen_at_kill = len({e["receipt_id"] for _, e in ledger.out(ids)})
+        held.kill()
+    finally:
+        if held.proc is not None and held.proc.poll() is None:
+            held.kill()
+        regular.start()
+    tally = _assert_exactly_once(ledger, ids)
+    report(capsys, f"SIGKILL {stage} worker {point.replace('_', ' ')} (in its transaction), restart",
+           f"{behind} input event(s) uncommitted at the kill, {seen_at_kill}/{len(ids)} out; the open "
+           "transaction aborted, the batch redone", tally, time.monotonic() - t0)
+
+
 def test_model_raising_on_one_receipt_spares_the_rest_of_its_batch(
         stack: Settings, workers: dict[str, Worker], ledger: Ledger,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -233,7 +328,7 @@ def test_ocr_worker_killed_mid_batch_and_restarted_loses_nothing(
     done_at_kill = len({e["receipt_id"] for _, e in ledger.of(ids, OCR)})
     assert done_at_kill < len(ids), "the OCR stage finished before the kill: nothing was in flight"
     ocr.start()
-    tally = _assert_nothing_lost(ledger, ids)
+    tally = _assert_exactly_once(ledger, ids)
     assert {e["receipt_id"] for _, e in ledger.of(ids, EXTRACTED)} == ids
     ocr_dups = len(ledger.of(ids, OCR)) - len(ids)
     report(capsys, "SIGKILL OCR worker mid-batch, restart",
@@ -249,11 +344,11 @@ def test_extract_worker_killed_mid_batch_and_restarted_loses_nothing(
     t0 = time.monotonic()
     ids = _upload(stack, files)
     assert ledger.poll_until(lambda: bool(ledger.of(ids, EXTRACTED)), 90), "nothing extracted before the kill"
-    extract.kill()  # results of the first batch are out, its offsets not yet committed (commit every 1 s)
+    extract.kill()  # some results are out (committed with their offsets), the rest in flight
     out_at_kill = len({e["receipt_id"] for _, e in ledger.of(ids, EXTRACTED)})
     assert out_at_kill < len(ids), "every receipt was out before the kill: nothing was in flight"
     extract.start()
-    tally = _assert_nothing_lost(ledger, ids)
+    tally = _assert_exactly_once(ledger, ids)
     assert {e["receipt_id"] for _, e in ledger.of(ids, EXTRACTED)} == ids
     report(capsys, "SIGKILL extraction worker mid-batch, restart",
            f"killed with {out_at_kill}/{len(ids)} out; restarted; replayed from the last committed offset",
@@ -351,7 +446,7 @@ def test_broker_restart_with_receipts_in_flight_loses_nothing(
     t1 = time.monotonic()
     stack_mod.restart_kafka(stack, downtime_s=2.0)
     down = time.monotonic() - t1
-    tally = _assert_nothing_lost(ledger, ids)
+    tally = _assert_exactly_once(ledger, ids)
     assert {e["receipt_id"] for _, e in ledger.of(ids, EXTRACTED)} == ids
     for w in workers.values():
         assert w.proc is not None and w.proc.poll() is None, f"{w.stage} worker died with the broker"

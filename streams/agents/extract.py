@@ -459,13 +459,14 @@ def register(app: Any, topics: dict[str, Any], deps: Callable[[], ExtractDeps], 
         d.agent_started(executor)
         try:
             async for events in stream.take_events(batch_size, within=batch_window_s):
-                await d.before_batch()  # between batches only: one batch, one model
                 raws = [e.value for e in events]
-                origins = [Origin(e.message.topic, e.message.partition, e.message.offset) for e in events]
+                origins = [Origin(e.message.topic, e.message.partition, e.message.offset,
+                                  e.message.generation_id) for e in events]
                 delivery.begin(origins)
                 d.in_flight += 1
                 try:
                     try:
+                        await d.before_batch()  # between batches only: one batch, one model
                         outs = await loop.run_in_executor(executor, process_extract_batch, raws, d, origins)
                     except BaseException as exc:  # cancelled at shutdown: later batches must wait for it
                         delivery.abandon(origins, exc)

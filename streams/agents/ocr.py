@@ -187,7 +187,7 @@ def register(app: Any, topics: dict[str, Any], deps: Callable[[], OcrDeps], exec
         d = await loop.run_in_executor(executor, deps)
         async for event in stream.events():
             msg = event.message
-            origin = Origin(msg.topic, msg.partition, msg.offset)
+            origin = Origin(msg.topic, msg.partition, msg.offset, msg.generation_id)
             delivery.begin([origin])
             try:
                 outs = await loop.run_in_executor(executor, process_ocr_event, event.value, d, origin)
