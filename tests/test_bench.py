@@ -1,7 +1,7 @@
 """The benchmark scripts stay runnable: each runs here with a tiny N and must write its JSON.
 
 No figure is asserted (speed belongs to the bench output, not to tests); what is checked is that every
-script runs end to end and reports what the README says it reports. The batching simulation, which
+script runs end to end and reports what docs/benchmarks.md says it reports. The batching simulation, which
 turns measured call times into latencies, is checked on cases with a known answer.
 """
 
