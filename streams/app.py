@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import faust
 
 from socratext.settings import Settings, get_settings
-from streams.delivery import AtLeastOnce, Delivery, Transactions, disable_faust_commits
+from streams.delivery import AtLeastOnce, Delivery, Transactions, use_transactional_input
 from streams.metrics import StreamMetrics
 from streams.topics import OCR, TOPICS, UPLOADED, declare, topic_names
 
@@ -127,13 +127,13 @@ def delivery_for(app: faust.App, settings: Settings, runtime: Runtime, topics: d
     for exactly once, its transactional producers follow the consumer group's assignment."""
     if settings.delivery == "at_least_once":
         return AtLeastOnce(topics)
+    use_transactional_input(app)
     txn = Transactions(settings, app_id=APP_ID, group_id=app.conf.id,
                        input_topic=TOPICS[input_logical].name(settings), topic_names=topic_names(settings),
                        metrics=runtime.metrics, max_request_size=app.conf.producer_max_request_size,
                        generation=lambda: app.consumer_generation_id)
 
     async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
-        disable_faust_commits(app.consumer)
         await txn.on_assigned((tp.topic, tp.partition) for tp in assigned)
 
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:

@@ -12,9 +12,10 @@ because aiokafka 0.14 has no consumer-group fencing (KIP-447): a worker that los
 rebalance but still runs (a zombie) is fenced by the new owner's producer taking the same id, and its
 late transaction fails instead of duplicating the new owner's work.
 
-Faust's own offset commits are switched off in this mode (`disable_faust_commits`): it would commit the
-offsets of acknowledged events on its timer, behind or ahead of the transactions' commits, and a
-rewound offset replays (duplicates) work that a transaction already committed.
+Faust's consumer is adjusted for this mode (`use_transactional_input`): it reads `read_committed` (the
+extraction stage must not see the OCR stage's aborted transactions) and sends no offset commit of its
+own (on its timer it would commit acknowledged offsets behind or ahead of the transactions' commits,
+and a rewound offset replays work that a transaction already committed).
 
 Within one partition the transactions commit in offset order: a batch waits for the batches with
 lower offsets of that partition (another agent instance's, with `extract_concurrency` > 1) before it
@@ -29,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -65,14 +68,35 @@ def make_aiokafka_producer(settings: Settings, txn_id: str, max_request_size: in
         transaction_timeout_ms=int(settings.kafka_transaction_timeout_s * 1000)))
 
 
-def disable_faust_commits(consumer: Any) -> None:
-    """Keep Faust's offset bookkeeping (acks, gaps: it trims them when it "commits") but send nothing
-    to the broker: in exactly-once mode the transactions commit the offsets (module docstring)."""
+def use_transactional_input(app: Any) -> None:
+    """Make the Faust app's consumer fit exactly-once delivery: read its input `read_committed` (the
+    OCR stage's aborted transactions must never reach the extraction stage) and send no offset
+    commit of its own (the transactions commit the offsets; Faust's timer would commit acknowledged
+    offsets behind or ahead of them). Faust offers neither outside its own exactly_once mode, which
+    does not cover our outputs (streams.app), hence this subclass of its aiokafka consumer."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
-    async def _no_broker_commit(offsets: Any) -> bool:
-        return True
+    class ReadCommittedThread(AIOKafkaConsumerThread):  # type: ignore[misc]
+        def _create_worker_consumer(self, transport: Any) -> Any:
+            consumer = super()._create_worker_consumer(transport)
+            consumer._isolation_level = "read_committed"  # noqa: SLF001 - aiokafka reads it at start()
+            return consumer
 
-    consumer._commit = _no_broker_commit  # noqa: SLF001 - the one call that sends offsets to the broker
+    class TransactionalInputConsumer(AIOKafkaConsumer):  # type: ignore[misc]
+        def _new_consumer_thread(self) -> Any:
+            return ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+
+        async def _commit(self, offsets: Any) -> bool:
+            return True  # Faust keeps its bookkeeping (acks, gaps); the transactions commit the offsets
+
+    app.transport.Consumer = TransactionalInputConsumer
+
+
+def _stop_this_worker(exc: BaseException) -> None:
+    """SIGTERM to this process: Faust stops the agents and the worker exits; its supervisor
+    (Kubernetes, `socratext stack`) starts it again."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class AtLeastOnce:
@@ -107,7 +131,8 @@ class Transactions:
     def __init__(self, settings: Settings, *, app_id: str, group_id: str, input_topic: str,
                  topic_names: dict[str, str], metrics: StreamMetrics | None = None,
                  max_request_size: int = 1_000_000, generation: Callable[[], int | None] = lambda: None,
-                 make_producer: Callable[[str], Any] | None = None) -> None:
+                 make_producer: Callable[[str], Any] | None = None,
+                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
         self.settings = settings
         self.app_id = app_id
         self.group_id = group_id
@@ -122,6 +147,9 @@ class Transactions:
         self._in_flight: dict[TP, dict[tuple[int | None, int], asyncio.Future[None]]] = {}
         self._committed: dict[TP, int] = {}  # next offset to read, as last committed by a transaction
         self.assigned: set[TP] | None = None  # None: not told yet (tests, or before the first assignment)
+        self.on_fatal = on_fatal or _stop_this_worker
+        self.failed: BaseException | None = None  # once set, nothing more is committed by this process
+        self._fault_paused = False
 
     # ------------------------------------------------------------------------------ partition ownership
 
@@ -163,11 +191,23 @@ class Transactions:
                 self._in_flight.setdefault((o.topic, o.partition), {})[key] = loop.create_future()
 
     def abandon(self, origins: Iterable[Origin], exc: BaseException) -> None:
-        """A batch that will not be delivered (its processing failed or was cancelled at shutdown):
-        later batches of its partitions must not commit past it, so they fail too."""
+        """A batch that will not be delivered (its processing failed, or was cancelled at shutdown):
+        no later batch of this process may commit past it (`_fail`)."""
         groups = self._group(list(origins), [])
         for (tp, generation), (offsets, _) in groups.items():
             self._settle(tp, generation, offsets, exc)
+        self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop committing for good and stop the worker: an offset committed after a batch that was
+        not would lose that batch. The restarted worker resumes from the committed offsets."""
+        if self.failed is not None:
+            return
+        self.failed = exc
+        if not isinstance(exc, asyncio.CancelledError):  # cancelled: the worker is stopping already
+            log.error("exactly-once delivery failed; stopping the worker so that it resumes from the "
+                      "committed offsets: %r", exc, extra={"topic": self.input_topic})
+            self.on_fatal(exc)
 
     async def deliver(self, origins: list[Origin], outs: list[OutEvent]) -> None:
         """Commit the batch: per input partition, its outputs and its next offset in one transaction.
@@ -179,6 +219,8 @@ class Transactions:
         groups = self._group(origins, outs)
         for (tp, generation), (offsets, tp_outs) in sorted(groups.items(), key=lambda kv: kv[0][0]):
             try:
+                if self.failed is not None:
+                    raise RuntimeError("delivery stopped after a failed batch") from self.failed
                 await self._wait_below(tp, generation, min(offsets))
                 async with self._lock(tp):
                     self._check_owned(tp, generation)
@@ -191,6 +233,7 @@ class Transactions:
             except BaseException as exc:
                 self._settle(tp, generation, offsets, exc)
                 self._count("aborted")
+                self._fail(exc)
                 raise
             else:
                 self._settle(tp, generation, offsets, None)
