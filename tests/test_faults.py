@@ -453,3 +453,39 @@ def test_broker_restart_with_receipts_in_flight_loses_nothing(
     report(capsys, "broker restart",
            f"Kafka stopped and restarted ({down:.0f} s) with {in_flight}/{len(ids)} receipts in flight",
            tally, time.monotonic() - t0)
+
+
+def test_one_of_two_extraction_workers_killed_mid_transaction_its_partner_takes_over_once(
+        stack: Settings, workers: dict[str, Worker], ledger: Ledger, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Two extraction workers share the group's partitions; one is held in a transaction and SIGKILLed.
+    After the group's session timeout the other is assigned its partitions, reads them again from the
+    committed offsets (the killed one's open transaction aborted by the partner's producer taking over
+    the partition's transactional id), and every receipt comes out once."""
+    partner = workers["extract"]
+    held = StageWorker(stack, tmp_path / "held-extract.log", "extract",
+                       SOCRATEXT_FAULT_PAUSE_AT="before_commit", SOCRATEXT_BATCH_WINDOW_S="1.0")
+    t0 = time.monotonic()
+    ids: set[str] = set()
+    try:
+        held.start()  # joins the group: the partitions are split between the two workers
+        for round_ in range(5):  # receipts land on partitions by their id: go on until the held one has one
+            ids |= _upload(stack, _files(3, base=8700 + 10 * round_))
+            deadline = time.monotonic() + 40
+            while not held.log_lines("fault pause at before_commit") and time.monotonic() < deadline:
+                time.sleep(0.3)
+            if held.log_lines("fault pause at before_commit"):
+                break
+        assert held.log_lines("fault pause at before_commit"), "the second worker never got a receipt"
+        behind = _uncommitted(stack, stack.topic_ocr)
+        assert behind > 0, "nothing in flight at the kill"
+        held.kill()
+    finally:
+        if held.proc is not None and held.proc.poll() is None:
+            held.kill()
+    tally = _assert_exactly_once(ledger, ids)
+    assert {e["receipt_id"] for _, e in ledger.of(ids, EXTRACTED)} == ids
+    assert partner.proc is not None and partner.proc.poll() is None and partner.healthy()
+    report(capsys, "1 of 2 extraction workers SIGKILLed before its commit (rebalance)",
+           f"{behind} OCR event(s) uncommitted at the kill; the partner took the partitions over after the "
+           "session timeout", tally, time.monotonic() - t0)
