@@ -151,8 +151,10 @@ def render(schema_dir: Path = SCHEMA_DIR) -> str:
         "",
         "Every event is one JSON object (UTF-8) in the Kafka message value; the message key is the"
         " `receipt_id` (UTF-8), so all events of one receipt land in the same partition and keep their order."
-        " Delivery is at least once: a consumer may see the same event twice and must deduplicate by"
-        " `receipt_id`.",
+        " Delivery is exactly once for a consumer that reads with `isolation.level=read_committed` (each"
+        " batch's outputs and its input offsets are one Kafka transaction; see"
+        " [architecture.md](architecture.md#delivery-guarantees)). With `SOCRATEXT_DELIVERY=at_least_once`"
+        " a consumer may see the same event twice and must deduplicate by `receipt_id`.",
         "",
         "| topic | schema |",
         "| --- | --- |",

@@ -116,8 +116,9 @@ def consume(settings: Settings, topics: list[str], from_beginning: bool = False,
 
     from socratext.kafka_config import kafka_python_kwargs
 
+    # read_committed: the outputs of a transaction a killed worker left open or aborted are never shown
     consumer = KafkaConsumer(**kafka_python_kwargs(settings, group_id=None, enable_auto_commit=False,
-                                                   consumer_timeout_ms=500))
+                                                   consumer_timeout_ms=500, isolation_level="read_committed"))
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
         if not tps:

@@ -98,9 +98,11 @@ def read_range(settings: Settings, since: datetime, until: datetime, topic: str 
     topic = topic or settings.topic_ocr
     own = consumer is None
     if own:
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                 enable_auto_commit=False, isolation_level="read_committed",
-                                 max_poll_records=200)
+        from socratext.kafka_config import kafka_python_kwargs
+
+        consumer = KafkaConsumer(**kafka_python_kwargs(settings, group_id=None, enable_auto_commit=False,
+                                                       isolation_level="read_committed",
+                                                       max_poll_records=200))
     try:
         parts = sorted(consumer.partitions_for_topic(topic) or [])
         if not parts:

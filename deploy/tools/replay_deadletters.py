@@ -82,8 +82,11 @@ def read_all(settings: Any, topic: str, timeout_s: float = 10.0) -> Iterator[dic
     """Every value currently in `topic`, from the beginning to the end offsets read at start."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                             enable_auto_commit=False, consumer_timeout_ms=int(timeout_s * 1000))
+    from socratext.kafka_config import kafka_python_kwargs
+
+    consumer = KafkaConsumer(**kafka_python_kwargs(settings, group_id=None, enable_auto_commit=False,
+                                                   isolation_level="read_committed",
+                                                   consumer_timeout_ms=int(timeout_s * 1000)))
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(parts)
@@ -126,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    from socratext.kafka_config import kafka_python_kwargs
+
+    producer = KafkaProducer(**kafka_python_kwargs(settings, acks="all"))
     for r in p.replays:
         producer.send(r.topic, key=r.key, value=r.value)
     producer.flush()

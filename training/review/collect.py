@@ -66,9 +66,13 @@ def store_event(raw: bytes, store: ObjectStore, settings: Settings, stats: Colle
 def make_consumer(settings: Settings, group: str) -> Any:
     from kafka import KafkaConsumer
 
-    return KafkaConsumer(settings.topic_review, bootstrap_servers=settings.kafka_bootstrap, group_id=group,
-                         enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=200,
-                         session_timeout_ms=int(settings.kafka_session_timeout_s * 1000))
+    from socratext.kafka_config import kafka_python_kwargs
+
+    # read_committed: a review record of an aborted transaction (a killed worker's) is not a receipt
+    return KafkaConsumer(settings.topic_review, **kafka_python_kwargs(
+        settings, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
+        max_poll_records=200, isolation_level="read_committed",
+        session_timeout_ms=int(settings.kafka_session_timeout_s * 1000)))
 
 
 def _caught_up(consumer: Any) -> bool:
