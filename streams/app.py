@@ -92,7 +92,9 @@ def create_app(settings: Settings | None = None, stage: str = "all", runtime: Ru
         processing_guarantee="at_least_once",  # Faust's exactly_once does not cover our sinks: docstring
         broker_commit_every=int(settings.commit_every),  # exactly_once: bookkeeping only, nothing sent
         broker_commit_interval=float(settings.commit_interval_s),
-        stream_wait_empty=False,
+        # On SIGTERM and before a rebalance takes partitions away, the batches in flight finish and commit
+        # (tests/test_faults.py): a clean stop or a scale-out redoes no work.
+        stream_wait_empty=True,
         # A worker killed without leaving the group (kill -9, OOM, node loss) holds its partitions until
         # its session expires: 10 s instead of Faust's 60 s gets a replacement going quickly. Heartbeats
         # come from the event loop, which the thread pool keeps free, so long batches do not expire it.

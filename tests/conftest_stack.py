@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,22 @@ def stack() -> Iterator[Settings]:
     finally:
         if not already_running:
             stack_mod.down(settings)
+
+
+@contextmanager
+def private_stack(state_dir: Path, **overrides: object) -> Iterator[Settings]:
+    """A stack of its own (Kafka + MinIO) on free ports under `state_dir`, stopped on exit: for tests
+    that stop, restart or reconfigure the services, so they never touch the session's stack or a
+    developer's, and never skip because the default ports are taken."""
+    from tests.streamkit import free_port, free_port_pair
+
+    missing = _installed()
+    if missing:
+        skip_unless_required(f"local stack not installed ({missing}); run deploy/local/install.sh")
+    settings = Settings(state_dir=state_dir, kafka_bootstrap=f"127.0.0.1:{free_port_pair()}",
+                        s3_endpoint=f"http://127.0.0.1:{free_port()}", **overrides)  # type: ignore[arg-type]
+    try:
+        stack_mod.up(settings, timeout=120)
+        yield settings
+    finally:
+        stack_mod.down(settings)

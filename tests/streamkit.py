@@ -33,6 +33,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_pair() -> int:
+    """A free port whose successor is free too (the KRaft controller listens on broker port + 1)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
 def receipt_images(n: int, base: int = 7000) -> list[tuple[str, bytes, dict[str, str]]]:
     """(name, JPEG bytes, true fields): synthetic receipts when the generator is there, else drawn ones.
 

@@ -653,6 +653,7 @@ def test_every_dashboard_query_returns_data_from_a_real_worker_endpoint(dashboar
             m.confidence.observe(0.82)
             m.review.inc()
             m.deadletter.labels(code="not_an_image").inc()
+            m.transactions.labels(topic="receipts.ocr", outcome="committed").inc()
             lag.lag.labels(consumergroup="socratext", topic="receipts.ocr", partition="0").set(10 * i)
             stop.wait(0.25)
 

@@ -1,5 +1,6 @@
 """End to end on the real local stack: uploads → worker subprocess (`python -m streams.worker --stage all`)
-→ extracted / review / dead-letter topics, metrics, and at-least-once across a `kill -9`.
+→ extracted / review / dead-letter topics, metrics, exactly once across a `kill -9`, and the default model
+(bundled model + rules) served by a worker as the CLI reads the same files.
 
 One worker serves the module, with `review_threshold=1.01` so every receipt also goes to the review topic.
 Each run uses fresh receipts (random seeds, a run nonce), and every check filters the consumed events by
@@ -13,6 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -139,8 +141,8 @@ def test_metrics_endpoint_counts(worker: Worker) -> None:
 
 
 def test_kill_9_after_publishing_loses_nothing(stack: Settings, worker: Worker) -> None:
-    """At-least-once: offsets are committed only after the results are published, so killing the worker
-    right after a result came out and restarting it must still bring every receipt out."""
+    """Exactly once: outputs and input offsets are committed together, so killing the worker right after a
+    result came out and restarting it brings every receipt out, none twice (`listen` reads committed)."""
     files = receipt_images(4, base=7100)
     it = listen(stack)
     rows = upload_files(stack, [(name, data) for name, data, _ in files])
@@ -155,5 +157,51 @@ def test_kill_9_after_publishing_loses_nothing(stack: Settings, worker: Worker) 
     rest = collect(it, stack, ids, topics={EXTRACTED},
                    until=lambda evs: {e["receipt_id"] for _, e in evs} | {first[0][1]["receipt_id"]} >= ids)
     assert {e["receipt_id"] for _, e in first + rest} == ids
+    assert len(first) + len(rest) == len(ids), "a receipt came out twice"
     print(f"\nafter kill -9: restarted and all {len(ids)} out in {time.monotonic() - t0:.1f} s "
           f"({len(first) + len(rest) - len(ids)} duplicates)")
+
+
+def test_the_default_model_serves_through_a_worker_as_the_cli_reads_it(
+        stack: Settings, tmp_path: Path) -> None:
+    """The service's default (the bundled model combined with the rules), not `rules`: a worker started
+    without SOCRATEXT_MODEL extracts the bundled samples with the same fields as `socratext extract`
+    reading the same files, right on at least 80 % of their known fields."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from socratext.cli import app
+
+    sample_dir = Path(__file__).resolve().parent.parent / "socratext" / "samples"
+    samples = sorted(sample_dir.glob("sample_*.jpg"))[:4]
+    golds = {p.name: json.loads(p.with_suffix(".json").read_text(encoding="utf-8"))["fields"]
+             for p in samples}
+    worker = Worker(stack, tmp_path / "worker.log")
+    worker.env.pop("SOCRATEXT_MODEL")
+    env_model = os.environ.pop("SOCRATEXT_MODEL", None)
+    try:
+        with worker:
+            it = listen(stack)
+            rows = upload_files(stack, [(p.name, p.read_bytes()) for p in samples])
+            ids = {r["receipt_id"] for r in rows}
+            events = collect(it, stack, ids, topics={EXTRACTED, DEADLETTER})
+        cli = CliRunner().invoke(app, ["extract", *map(str, samples)])
+    finally:
+        if env_model is not None:
+            os.environ["SOCRATEXT_MODEL"] = env_model
+    assert cli.exit_code == 0, cli.output
+    by_cli = {r["receipt_id"]: r for r in map(json.loads, cli.stdout.splitlines())}
+    served = {e["receipt_id"]: e for t, e in events if t == EXTRACTED}
+    assert set(served) == ids == set(by_cli), [e for t, e in events if t == DEADLETTER]
+    file_of = {r["receipt_id"]: r["file"] for r in rows}
+    right = total = 0
+    for rid, e in served.items():
+        assert e["model"]["name"].endswith("+rules"), e["model"]
+        assert e["model"] == by_cli[rid]["model"]
+        values = {k: f["value"] for k, f in e["fields"].items()}
+        assert values == {k: f["value"] for k, f in by_cli[rid]["fields"].items()}, file_of[rid]
+        gold = golds[file_of[rid]]
+        total += len(gold)
+        right += sum(values.get(k) == v for k, v in gold.items())
+    assert right >= 0.8 * total, f"{right}/{total} fields right"

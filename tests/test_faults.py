@@ -32,7 +32,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from socratext import stack as stack_mod
-from socratext.cli_stream import make_producer, upload_files
+from socratext.cli_stream import make_producer, stop_worker, upload_files
 from socratext.document import OcrPage, WordLabel
 from socratext.errors import MODEL_FAILED, STORAGE_UNAVAILABLE
 from socratext.pipeline import receipt_id_for
@@ -40,6 +40,7 @@ from socratext.retry import Backoff
 from socratext.settings import Settings
 from streams.events import dumps, now_iso
 from streams.topics import DEADLETTER, EXTRACTED, OCR, REVIEW
+from tests.conftest_stack import private_stack
 from tests.streamkit import NONCE, Worker, receipt_images
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow,
@@ -139,6 +140,14 @@ def report(capsys: pytest.CaptureFixture[str], fault: str, happened: str, tally:
             f"duplicated={tally['duplicated']} | {seconds:.1f} s")
     with capsys.disabled():
         print(f"\n{line}")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """This module's own Kafka + MinIO on free ports (it stops and restarts them): never the session's
+    stack nor a developer's, so the outage and restart tests always run."""
+    with private_stack(tmp_path_factory.mktemp("fault-stack")) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
@@ -382,8 +391,6 @@ def _announce_later(stack: Settings, files: list[tuple[str, bytes]]) -> tuple[se
 def test_object_store_outages_are_retried_then_dead_lettered_never_crashing(
         stack: Settings, workers: dict[str, Worker], ledger: Ledger,
         capsys: pytest.CaptureFixture[str]) -> None:
-    if stack_mod.MINIO.pid(stack) is None:
-        pytest.skip("MinIO is not managed by the test state dir (reused stack); not stopping someone else's")
     ocr = workers["ocr"]
 
     # 1. A short outage: the worker fails to fetch, backs off, and gets the objects once the store is back.
@@ -436,8 +443,6 @@ def test_object_store_outages_are_retried_then_dead_lettered_never_crashing(
 def test_broker_restart_with_receipts_in_flight_loses_nothing(
         stack: Settings, workers: dict[str, Worker], ledger: Ledger,
         capsys: pytest.CaptureFixture[str]) -> None:
-    if stack_mod.KAFKA.pid(stack) is None:
-        pytest.skip("Kafka is not managed by the test state dir (reused stack); not restarting another's")
     files = _files(4, base=8500)
     t0 = time.monotonic()
     ids = _upload(stack, files)
@@ -489,3 +494,37 @@ def test_one_of_two_extraction_workers_killed_mid_transaction_its_partner_takes_
     report(capsys, "1 of 2 extraction workers SIGKILLed before its commit (rebalance)",
            f"{behind} OCR event(s) uncommitted at the kill; the partner took the partitions over after the "
            "session timeout", tally, time.monotonic() - t0)
+
+
+def test_sigterm_finishes_and_commits_the_batch_in_flight(
+        stack: Settings, workers: dict[str, Worker], ledger: Ledger, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An extraction worker waiting for its micro-batch to fill (a long batch window) is stopped with
+    SIGTERM: before exiting it extracts and commits that batch, so the receipts come out before the
+    process is gone and its input offsets are committed (a restart redoes nothing)."""
+    regular = workers["extract"]
+    slow = StageWorker(stack, tmp_path / "slow-extract.log", "extract", SOCRATEXT_BATCH_WINDOW_S="12")
+    t0 = time.monotonic()
+    regular.stop()
+    try:
+        slow.start()
+        ids = _upload(stack, _files(3, base=8800))
+        assert ledger.poll_until(lambda: {e["receipt_id"] for _, e in ledger.of(ids, OCR)} >= ids, 90), \
+            "the OCR stage did not produce the pages"
+        time.sleep(1.0)  # the extraction worker has fetched them into its batch, which waits for more
+        assert not ledger.out(ids), "extracted before the stop: the batch was not in flight"
+        behind = _uncommitted(stack, stack.topic_ocr)
+        assert behind >= len(ids)
+        assert slow.proc is not None
+        t_stop = time.monotonic()
+        code = stop_worker(slow.proc, timeout=60)
+        stopped_in = time.monotonic() - t_stop
+        assert code == 0 and stopped_in < 60, f"not a clean stop: exit {code} after {stopped_in:.0f} s"
+        assert _uncommitted(stack, stack.topic_ocr) == 0, "the batch in flight was not committed at the stop"
+    finally:
+        slow.stop()
+        regular.start()
+    tally = _assert_exactly_once(ledger, ids)
+    report(capsys, "SIGTERM extraction worker with a batch in flight",
+           f"{behind} OCR event(s) uncommitted at the signal; batch extracted and committed before the exit "
+           f"({stopped_in:.1f} s)", tally, time.monotonic() - t0)

@@ -190,23 +190,6 @@ def test_local_stack_scram_configuration(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ a real SCRAM broker
 
 
-def _free_port_pair() -> int:
-    """A port whose successor is free too (the KRaft controller listens on broker port + 1)."""
-    import socket
-
-    from tests.streamkit import free_port
-
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no free port pair")
-
-
 @pytest.mark.stack
 @pytest.mark.slow
 def test_a_scram_broker_serves_every_client(tmp_path: Path) -> None:
@@ -226,13 +209,13 @@ def test_a_scram_broker_serves_every_client(tmp_path: Path) -> None:
     from streams.events import s3_receipt_id
     from streams.topics import DEADLETTER, EXTRACTED
     from tests.conftest_stack import _installed, skip_unless_required
-    from tests.streamkit import Worker, collect, free_port, receipt_images
+    from tests.streamkit import Worker, collect, free_port, free_port_pair, receipt_images
 
     missing = _installed()
     if missing:
         skip_unless_required(f"local stack not installed ({missing})")
     pw = f"{PASSWORD}-{tmp_path.name}"
-    settings = Settings(state_dir=tmp_path / "state", kafka_bootstrap=f"127.0.0.1:{_free_port_pair()}",
+    settings = Settings(state_dir=tmp_path / "state", kafka_bootstrap=f"127.0.0.1:{free_port_pair()}",
                         s3_endpoint=f"http://127.0.0.1:{free_port()}",
                         kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-512",
                         kafka_sasl_username="socratext", kafka_sasl_password=pw)

@@ -174,12 +174,20 @@ def build() -> dict[str, Any]:
     d.timeseries("Workers up", "Scrape health of every worker replica, per service.",
                  [target('sum by (service) (up{job="socratext-worker"})', "{{service}}")], 16, y, w=8)
 
-    y = d.row("OCR engine", 8)
+    y = d.row("OCR engine and delivery", 8)
     d.table("OCR engine per worker",
             "socratext_ocr_engine_info: the OCR engine each OCR worker runs, the device it was asked for "
             "and the device it runs on. requested=cuda with device=cpu means CUDA could not run there "
             "(the worker logs why).",
-            "max by (instance, backend, requested, device) (socratext_ocr_engine_info)", 0, y, 24)
+            "max by (instance, backend, requested, device) (socratext_ocr_engine_info)", 0, y, 12)
+    d.timeseries("Exactly-once transactions",
+                 "Transactions per second by input topic and outcome (streams/delivery.py). committed: "
+                 "outputs and input offsets written together. fenced: a batch dropped because a rebalance "
+                 "moved its partition (it is read again from the committed offset; bursts at scale-out are "
+                 "normal). aborted: a transaction failed and its worker stopped to restart from the "
+                 "committed offsets (investigate).",
+                 [target(f"sum by (topic, outcome) (rate(socratext_transactions_total[{RI}]))",
+                         "{{topic}} {{outcome}}")], 12, y, unit="reqps")
 
     return {
         "uid": "socratext-pipeline",
