@@ -9,7 +9,7 @@ LayoutLM convention (origin top-left) that the layout models consume.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,10 @@ def normalize_box(box: BoxT, width: int, height: int) -> BoxT:
     return (clamp(1000 * x0 / w), clamp(1000 * y0 / h), clamp(1000 * x1 / w), clamp(1000 * y1 / h))
 
 
+CONFIDENCE_DECIMALS = 4
+"""A word's OCR confidence as every event and record carries it (`Word.export`)."""
+
+
 @dataclass(frozen=True)
 class Word:
     """One OCR word: its text, pixel box `(x0, y0, x1, y1)`, OCR confidence in [0, 1] and its line."""
@@ -39,7 +43,8 @@ class Word:
     block_id: int = 0
 
     def export(self) -> dict[str, Any]:
-        return {"text": self.text, "box": list(self.box), "confidence": round(self.confidence, 4),
+        return {"text": self.text, "box": list(self.box),
+                "confidence": round(self.confidence, CONFIDENCE_DECIMALS),
                 "line_id": self.line_id, "block_id": self.block_id}
 
     @classmethod
@@ -81,6 +86,16 @@ class OcrPage:
     def from_dict(cls, d: dict[str, Any]) -> OcrPage:
         return cls(words=[Word.from_dict(w) for w in d["words"]], width=int(d["width"]),
                    height=int(d["height"]))
+
+    def as_exported(self) -> OcrPage:
+        """This page with its confidences at the precision an event carries them: what the OCR stage
+        hands on, so that a page read in-process (the CLI) and the same page read back from an OCR
+        event (the worker) are equal, and so are the receipts assembled from them (ties between two
+        candidates are broken by confidence)."""
+        if all(round(w.confidence, CONFIDENCE_DECIMALS) == w.confidence for w in self.words):
+            return self
+        words = [replace(w, confidence=round(w.confidence, CONFIDENCE_DECIMALS)) for w in self.words]
+        return OcrPage(words=words, width=self.width, height=self.height)
 
 
 @dataclass(frozen=True)

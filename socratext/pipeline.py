@@ -192,7 +192,8 @@ class OcrStage:
                         page, pre, sharpened = alt_page, alt, True
                 timings["ocr_second_pass"] = (time.perf_counter() - t2) * 1e3
             # No card number goes further than the OCR: model input, outputs and logs see it masked.
-            out.append(OcrResult(mask_page(page), pre, timings, sharpened, second_engine))
+            # Confidences at an event's precision: the CLI and the worker assemble the same receipt.
+            out.append(OcrResult(mask_page(page).as_exported(), pre, timings, sharpened, second_engine))
         return out
 
 

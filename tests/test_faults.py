@@ -39,7 +39,7 @@ from socratext.pipeline import receipt_id_for
 from socratext.retry import Backoff
 from socratext.settings import Settings
 from streams.events import dumps, now_iso
-from streams.topics import DEADLETTER, EXTRACTED, OCR, REVIEW
+from streams.topics import DEADLETTER, EXTRACTED, OCR, REVIEW, UPLOADED
 from tests.conftest_stack import private_stack
 from tests.streamkit import NONCE, Worker, receipt_images
 
@@ -77,7 +77,7 @@ def StageWorker(settings: Settings, log: Path, stage: str, **env: str) -> Worker
 
 
 class Ledger:
-    """A `read_committed` consumer of the OCR, extracted, review and dead-letter topics, positioned at
+    """A `read_committed` consumer of the pipeline's topics (uploads included), positioned at
     their ends when created: what the pipeline produced since, for the receipt ids a test follows."""
 
     def __init__(self, settings: Settings) -> None:
@@ -85,7 +85,8 @@ class Ledger:
 
         from socratext.kafka_config import kafka_python_kwargs
 
-        self.names = {getattr(settings, f"topic_{t}"): t for t in (OCR, EXTRACTED, REVIEW, DEADLETTER)}
+        self.names = {getattr(settings, f"topic_{t}"): t
+                      for t in (UPLOADED, OCR, EXTRACTED, REVIEW, DEADLETTER)}
         self.consumer = KafkaConsumer(**kafka_python_kwargs(settings, group_id=None, enable_auto_commit=False,
                                                             isolation_level="read_committed"))
         tps = [TopicPartition(n, p) for n in self.names
@@ -95,6 +96,8 @@ class Ledger:
         for tp in tps:
             self.consumer.position(tp)  # fixed now, before the test produces anything
         self.events: list[tuple[str, dict[str, Any]]] = []
+        # (topic, receipt id) → [(partition, offset)]: where each event of a receipt sits
+        self.where: dict[tuple[str, str], list[tuple[int, int]]] = {}
 
     def close(self) -> None:
         self.consumer.close()
@@ -112,6 +115,8 @@ class Ledger:
                         continue
                     if isinstance(value, dict):
                         self.events.append((self.names[m.topic], value))
+                        key = (self.names[m.topic], str(value.get("receipt_id")))
+                        self.where.setdefault(key, []).append((m.partition, m.offset))
         return True
 
     def settle(self, seconds: float = 3.0) -> None:
@@ -216,21 +221,24 @@ def _assert_exactly_once(ledger: Ledger, ids: set[str]) -> dict[str, int]:
     return tally
 
 
-def _uncommitted(settings: Settings, topic: str) -> int:
-    """Messages of `topic` beyond the worker group's committed offsets: > 0 proves work in flight."""
+def _in_flight(settings: Settings, ledger: Ledger, topic: str, ids: set[str]) -> int:
+    """How many of the events of `ids` on the logical `topic` (as the ledger read them) are at or beyond
+    the worker group's committed offset of their partition: consumed, perhaps, but not committed."""
     from kafka import KafkaConsumer, TopicPartition
 
     from socratext.kafka_config import kafka_python_kwargs
     from streams.app import APP_ID
 
+    name = getattr(settings, f"topic_{topic}")
+    positions = [pos for rid in ids for pos in ledger.where.get((topic, rid), [])]
+    assert positions, f"the ledger saw none of the {topic} events"
     # A consumer of the worker's group that never subscribes: it reads the group's offsets, joins nothing.
     consumer = KafkaConsumer(**kafka_python_kwargs(settings, group_id=APP_ID, enable_auto_commit=False))
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        ends = consumer.end_offsets(tps)
-        return sum(ends[tp] - (consumer.committed(tp) or 0) for tp in tps)
+        committed = {p: consumer.committed(TopicPartition(name, p)) or 0 for p in {p for p, _ in positions}}
     finally:
         consumer.close()
+    return sum(offset >= committed[p] for p, offset in positions)
 
 
 def _wait_for_log(worker: Worker, needle: str, wait_s: float = 120) -> None:
@@ -272,7 +280,6 @@ def test_kill_9_at_each_point_of_a_transaction_publishes_every_receipt_once(
     ids = {receipt_id_for(data) for _, data in files[1:]}
     first = receipt_id_for(files[0][1])
     ids |= {f"{first}-p1", f"{first}-p2"} if files[0][0].endswith(".pdf") else {first}
-    input_topic = stack.topic_uploaded if stage == "ocr" else stack.topic_ocr
     t0 = time.monotonic()
     regular.stop()
     try:
@@ -280,9 +287,10 @@ def test_kill_9_at_each_point_of_a_transaction_publishes_every_receipt_once(
         upload_ids = {r["receipt_id"] for r in upload_files(stack, files)}
         assert len(upload_ids) == len(files)
         _wait_for_log(held, f"fault pause at {point}")
-        behind = _uncommitted(stack, input_topic)
-        assert behind > 0, "the held transaction's input offset is already committed: nothing in flight"
         ledger.poll_until(lambda: False, 2.0)  # whatever a read_committed consumer can see now
+        behind = _in_flight(stack, ledger, UPLOADED if stage == "ocr" else OCR,
+                            upload_ids if stage == "ocr" else ids)
+        assert behind > 0, "the held transaction's input offset is already committed: nothing in flight"
         seen_at_kill = len({e["receipt_id"] for _, e in ledger.out(ids)})
         held.kill()
     finally:
@@ -482,7 +490,8 @@ def test_one_of_two_extraction_workers_killed_mid_transaction_its_partner_takes_
             if held.log_lines("fault pause at before_commit"):
                 break
         assert held.log_lines("fault pause at before_commit"), "the second worker never got a receipt"
-        behind = _uncommitted(stack, stack.topic_ocr)
+        ledger.poll_until(lambda: False, 2.0)
+        behind = _in_flight(stack, ledger, OCR, ids)
         assert behind > 0, "nothing in flight at the kill"
         held.kill()
     finally:
@@ -513,14 +522,14 @@ def test_sigterm_finishes_and_commits_the_batch_in_flight(
             "the OCR stage did not produce the pages"
         time.sleep(1.0)  # the extraction worker has fetched them into its batch, which waits for more
         assert not ledger.out(ids), "extracted before the stop: the batch was not in flight"
-        behind = _uncommitted(stack, stack.topic_ocr)
-        assert behind >= len(ids)
+        behind = _in_flight(stack, ledger, OCR, ids)
+        assert behind == len(ids)
         assert slow.proc is not None
         t_stop = time.monotonic()
         code = stop_worker(slow.proc, timeout=60)
         stopped_in = time.monotonic() - t_stop
         assert code == 0 and stopped_in < 60, f"not a clean stop: exit {code} after {stopped_in:.0f} s"
-        assert _uncommitted(stack, stack.topic_ocr) == 0, "the batch in flight was not committed at the stop"
+        assert _in_flight(stack, ledger, OCR, ids) == 0, "the batch in flight was not committed at the stop"
     finally:
         slow.stop()
         regular.start()
