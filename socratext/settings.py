@@ -6,6 +6,10 @@ changes behaviour through environment variables only (Kubernetes ConfigMap/Secre
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -143,7 +147,38 @@ class Settings(BaseSettings):
     review_group: str = "socratext-review-collector"  # the collector's Kafka consumer group
 
 
+OTHER_VARIABLES: dict[str, str] = {
+    "SOCRATEXT_OPT": "where deploy/local/install.sh puts Kafka and MinIO (socratext/stack.py)",
+    "SOCRATEXT_CACHE": "training and evaluation caches (training/datasets/common.py)",
+    "SOCRATEXT_WORKER_STAGE": "the stage of `faust -A streams.app worker` (streams/app.py)",
+    "SOCRATEXT_MODEL_URI": "the model the Kubernetes init step fetches (deploy/k8s)",
+    "SOCRATEXT_GO": "the Go binary deploy/local/install.sh builds MinIO with",
+    "SOCRATEXT_GPU_BATCH_SIZE": "the GPU worker's batch size in deploy/compose",
+    "SOCRATEXT_REQUIRE_STACK": "tests: a missing local stack fails instead of skipping (.ci/run)",
+    "SOCRATEXT_TEST_STATE_DIR": "tests: the state dir of the session's stack",
+    "SOCRATEXT_E2E_WAIT_S": "tests: how long the end-to-end tests wait for events",
+}
+"""`SOCRATEXT_*` variables that are not settings of the service, and who reads them."""
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """`SOCRATEXT_*` names in `environ` that nothing reads — a misspelt setting is otherwise ignored
+    in silence — each with the closest known name (None when nothing is close)."""
+    prefix = "SOCRATEXT_"
+    known = {prefix + name.upper() for name in Settings.model_fields} | set(OTHER_VARIABLES)
+    return [(name, next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.8)), None))
+            for name in sorted(environ) if name.startswith(prefix) and name not in known]
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; tests build their own `Settings(...)` instead of touching this."""
+    """The process-wide settings; tests build their own `Settings(...)` instead of touching this.
+
+    Every process's entry points (worker, CLI) read them here, so this is where an unknown
+    `SOCRATEXT_*` variable is reported: a warning, not an error (a newer deployment's variable must
+    not stop an older worker)."""
+    for name, close in unknown_variables(os.environ):
+        logging.getLogger("socratext").warning(
+            "unknown environment variable %s ignored%s; the settings are in socratext/settings.py", name,
+            f" (did you mean {close}?)" if close else "")
     return Settings()
