@@ -117,8 +117,9 @@ class Settings(BaseSettings):
     kafka_transaction_timeout_s: float = 60.0
     # Fault injection for the kill tests (tests/test_faults.py), never set in production: the first
     # transaction of the worker stops at this point (flushed, logging "fault pause at <point>") and
-    # waits there until the process is killed.
+    # waits there `fault_pause_s` (until the process is killed, by default).
     fault_pause_at: Literal["", "before_send", "between_sends", "before_commit"] = ""
+    fault_pause_s: float = 3600.0  # how long it stays there (a zombie test resumes it after a rebalance)
     commit_every: int = 10  # at_least_once: Faust commits after this many acknowledged events ...
     commit_interval_s: float = 1.0  # ... or this often
     kafka_session_timeout_s: float = 10.0

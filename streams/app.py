@@ -24,7 +24,13 @@ from typing import Any, TypeVar
 import faust
 
 from socratext.settings import Settings, get_settings
-from streams.delivery import AtLeastOnce, Delivery, Transactions, use_transactional_input
+from streams.delivery import (
+    AtLeastOnce,
+    Delivery,
+    Transactions,
+    stable_committed_offsets,
+    use_transactional_input,
+)
 from streams.metrics import StreamMetrics
 from streams.topics import OCR, TOPICS, UPLOADED, declare, topic_names
 
@@ -133,7 +139,8 @@ def delivery_for(app: faust.App, settings: Settings, runtime: Runtime, topics: d
     txn = Transactions(settings, app_id=APP_ID, group_id=app.conf.id,
                        input_topic=TOPICS[input_logical].name(settings), topic_names=topic_names(settings),
                        metrics=runtime.metrics, max_request_size=app.conf.producer_max_request_size,
-                       generation=lambda: app.consumer_generation_id)
+                       generation=lambda: app.consumer_generation_id,
+                       stable_offsets=lambda tps: stable_committed_offsets(settings, app.conf.id, tps))
 
     async def on_assigned(sender: Any, assigned: Any, **_: Any) -> None:
         await txn.on_assigned((tp.topic, tp.partition) for tp in assigned)

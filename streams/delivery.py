@@ -93,6 +93,25 @@ def use_transactional_input(app: Any) -> None:
     app.transport.Consumer = TransactionalInputConsumer
 
 
+def stable_committed_offsets(settings: Settings, group_id: str, tps: list[TP],
+                             timeout_s: float = 60.0) -> dict[TP, int]:
+    """The group's committed offsets of `tps`, fetched with `require_stable` (a kafka-python consumer of
+    the group reading `read_committed`, which never subscribes): while a transaction's offset commit on
+    them is pending the broker answers UNSTABLE_OFFSET_COMMIT and the client retries."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from socratext.kafka_config import kafka_python_kwargs
+
+    consumer = KafkaConsumer(**kafka_python_kwargs(settings, group_id=group_id, enable_auto_commit=False,
+                                                   isolation_level="read_committed"))
+    try:
+        return {(topic, partition): consumer.committed(TopicPartition(topic, partition),
+                                                       timeout_ms=int(timeout_s * 1000)) or 0
+                for topic, partition in tps}
+    finally:
+        consumer.close()
+
+
 def _stop_this_worker(exc: BaseException) -> None:
     """SIGTERM to this process: Faust stops the agents and the worker exits; its supervisor
     (Kubernetes, `socratext stack`) starts it again."""
@@ -132,7 +151,8 @@ class Transactions:
                  topic_names: dict[str, str], metrics: StreamMetrics | None = None,
                  max_request_size: int = 1_000_000, generation: Callable[[], int | None] = lambda: None,
                  make_producer: Callable[[str], Any] | None = None,
-                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
+                 on_fatal: Callable[[BaseException], None] | None = None,
+                 stable_offsets: Callable[[list[TP]], None] | None = None) -> None:
         self.settings = settings
         self.app_id = app_id
         self.group_id = group_id
@@ -148,19 +168,34 @@ class Transactions:
         self._committed: dict[TP, int] = {}  # next offset to read, as last committed by a transaction
         self.assigned: set[TP] | None = None  # None: not told yet (tests, or before the first assignment)
         self.on_fatal = on_fatal or _stop_this_worker
+        self.stable_offsets = stable_offsets
         self.failed: BaseException | None = None  # once set, nothing more is committed by this process
         self._fault_paused = False
 
     # ------------------------------------------------------------------------------ partition ownership
 
     async def on_assigned(self, tps: Iterable[TP]) -> None:
-        """Start the producers of the newly assigned input partitions now: starting one aborts a
-        transaction its previous owner left open (a killed worker), which would otherwise hold back
-        every `read_committed` consumer of the output partitions it wrote to until it times out."""
+        """Read the committed offsets of the assigned input partitions once they are stable
+        (`stable_offsets`). A transaction committed just before a rebalance (the revoke lets the batches
+        in flight commit) has its offsets written by the broker a moment later; Faust's own offset fetch
+        in between (aiokafka has no `require_stable`, KIP-447) returns the older offset and the batch is
+        read again. `deliver` drops the events below the stable offset: already published.
+
+        Then start the producers of those partitions: starting one aborts a transaction its previous
+        owner left open (a killed worker), which would otherwise hold back every `read_committed`
+        consumer of the output partitions it wrote to until it times out."""
         mine = {tp for tp in tps if tp[0] == self.input_topic}
         self.assigned = (self.assigned or set()) | mine
-        for tp in sorted(mine):
+        for tp in mine:
             self._committed.pop(tp, None)  # the group's committed offset is the truth again
+        if mine and self.stable_offsets is not None:
+            try:
+                stable = await asyncio.get_running_loop().run_in_executor(None, self.stable_offsets,
+                                                                          sorted(mine))
+                self._committed.update(stable)
+            except Exception:  # noqa: BLE001 - never block the group: the batches then commit as read
+                log.warning("could not read the stable committed offsets of %s", sorted(mine), exc_info=True)
+        for tp in sorted(mine):
             try:
                 async with self._lock(tp):
                     await self._producer(tp)
@@ -224,7 +259,16 @@ class Transactions:
                 await self._wait_below(tp, generation, min(offsets))
                 async with self._lock(tp):
                     self._check_owned(tp, generation)
-                    await self._commit(tp, max(offsets) + 1, tp_outs)
+                    done = self._committed.get(tp, 0)  # events below it were published and committed
+                    if max(offsets) < done:
+                        self._settle(tp, generation, offsets, None)
+                        self._count("redelivered")
+                        log.info("%d event(s) of %s:%d read again below its committed offset %d: skipped",
+                                 len(offsets), *tp, done)
+                        continue
+                    fresh = [o for o in tp_outs if o.origin is None or o.origin.offset is None
+                             or o.origin.offset >= done]
+                    await self._commit(tp, max(offsets) + 1, fresh)
             except Fenced as exc:
                 self._settle(tp, generation, offsets, exc)
                 self._count("fenced")
@@ -325,14 +369,14 @@ class Transactions:
             await producer.send(self.topic_names[DEADLETTER], key=d.key_bytes(), value=d.value_bytes())
 
     async def _fault_pause(self, point: str, producer: Any) -> None:
-        """`settings.fault_pause_at` (kill tests only): stop here, with what was sent so far flushed to
-        the broker (written, not committed), until the process is killed."""
+        """`settings.fault_pause_at` (fault tests only): stop here `fault_pause_s`, with what was sent so
+        far flushed to the broker (written, not committed)."""
         if self.settings.fault_pause_at != point or self._fault_paused:
             return
         self._fault_paused = True
         await producer.flush()
         log.warning("fault pause at %s", point, extra={"topic": self.input_topic})
-        await asyncio.sleep(3600)
+        await asyncio.sleep(self.settings.fault_pause_s)
 
     # ------------------------------------------------------------------------------------- producers
 

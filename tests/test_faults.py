@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -537,3 +539,51 @@ def test_sigterm_finishes_and_commits_the_batch_in_flight(
     report(capsys, "SIGTERM extraction worker with a batch in flight",
            f"{behind} OCR event(s) uncommitted at the signal; batch extracted and committed before the exit "
            f"({stopped_in:.1f} s)", tally, time.monotonic() - t0)
+
+
+def test_a_frozen_worker_that_lost_its_partitions_is_fenced_when_it_wakes(
+        stack: Settings, workers: dict[str, Worker], ledger: Ledger, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A zombie: an extraction worker is frozen (SIGSTOP) in the middle of a transaction, its session
+    expires, its partner is given the partitions and extracts the receipts. Woken up (SIGCONT), the
+    zombie tries to commit its stale batch: the partner's producer has taken the partition's
+    transactional id, so the zombie is fenced and nothing of its batch becomes visible."""
+    partner = workers["extract"]
+    zombie = StageWorker(stack, tmp_path / "zombie-extract.log", "extract",
+                         SOCRATEXT_BATCH_WINDOW_S="1.0", SOCRATEXT_FAULT_PAUSE_AT="before_commit",
+                         SOCRATEXT_FAULT_PAUSE_S="4")
+    t0 = time.monotonic()
+    ids: set[str] = set()
+    try:
+        zombie.start()
+        for round_ in range(5):  # receipts land on partitions by their id: go on until the zombie has one
+            ids |= _upload(stack, _files(3, base=8900 + 10 * round_))
+            deadline = time.monotonic() + 40
+            while not zombie.log_lines("fault pause at before_commit") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if zombie.log_lines("fault pause at before_commit"):
+                break
+        assert zombie.log_lines("fault pause at before_commit"), "the second worker never got a receipt"
+        assert zombie.proc is not None
+        os.killpg(zombie.proc.pid, signal.SIGSTOP)  # frozen inside its transaction: no heartbeat either
+        try:
+            ledger.poll_until(lambda: False, 2.0)
+            behind = _in_flight(stack, ledger, OCR, ids)
+            assert behind > 0, "nothing in flight at the freeze"
+            tally = _assert_exactly_once(ledger, ids)  # the partner, after the session timeout
+        finally:
+            os.killpg(zombie.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while not zombie.log_lines("dropped") and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert zombie.log_lines("dropped"), "the woken zombie's batch was not fenced:\n" + \
+            "\n".join(zombie.log.read_text().splitlines()[-20:])
+        ledger.settle(5.0)
+        tally = _assert_exactly_once(ledger, ids)
+        assert partner.proc is not None and partner.proc.poll() is None and partner.healthy()
+    finally:
+        if zombie.proc is not None and zombie.proc.poll() is None:
+            zombie.kill()
+    report(capsys, "zombie: 1 of 2 extraction workers frozen mid-transaction (SIGSTOP), partner takes over, "
+                   "zombie woken", f"{behind} OCR event(s) in flight at the freeze; the woken zombie was "
+                   "fenced, its batch dropped", tally, time.monotonic() - t0)
