@@ -94,7 +94,7 @@ def use_transactional_input(app: Any) -> None:
 
 
 def stable_committed_offsets(settings: Settings, group_id: str, tps: list[TP],
-                             timeout_s: float = 60.0) -> dict[TP, int]:
+                             timeout_s: float = 15.0) -> dict[TP, int]:
     """The group's committed offsets of `tps`, fetched with `require_stable` (a kafka-python consumer of
     the group reading `read_committed`, which never subscribes): while a transaction's offset commit on
     them is pending the broker answers UNSTABLE_OFFSET_COMMIT and the client retries."""
@@ -175,19 +175,26 @@ class Transactions:
     # ------------------------------------------------------------------------------ partition ownership
 
     async def on_assigned(self, tps: Iterable[TP]) -> None:
-        """Read the committed offsets of the assigned input partitions once they are stable
-        (`stable_offsets`). A transaction committed just before a rebalance (the revoke lets the batches
-        in flight commit) has its offsets written by the broker a moment later; Faust's own offset fetch
-        in between (aiokafka has no `require_stable`, KIP-447) returns the older offset and the batch is
-        read again. `deliver` drops the events below the stable offset: already published.
+        """Take over the assigned input partitions, in this order:
 
-        Then start the producers of those partitions: starting one aborts a transaction its previous
-        owner left open (a killed worker), which would otherwise hold back every `read_committed`
-        consumer of the output partitions it wrote to until it times out."""
+        1. Start their producers: starting one aborts a transaction its previous owner left open (a
+           killed or frozen worker), which would otherwise hold back every `read_committed` consumer of
+           the output partitions it wrote to, and keep the partition's committed offset pending.
+        2. Read their committed offsets once stable (`stable_offsets`, `require_stable`). A transaction
+           committed just before the rebalance (the revoke lets the batches in flight commit) has its
+           offsets written by the broker a moment later; Faust's own offset fetch in between (aiokafka
+           has no `require_stable`, KIP-447) returns the older offset and the batch is read again.
+           `deliver` skips the events below the stable offset: they were published already."""
         mine = {tp for tp in tps if tp[0] == self.input_topic}
         self.assigned = (self.assigned or set()) | mine
         for tp in mine:
             self._committed.pop(tp, None)  # the group's committed offset is the truth again
+        for tp in sorted(mine):
+            try:
+                async with self._lock(tp):
+                    await self._producer(tp)
+            except Exception:  # noqa: BLE001 - the first batch of the partition tries again
+                log.warning("could not start the transactional producer of %s:%d yet", *tp, exc_info=True)
         if mine and self.stable_offsets is not None:
             try:
                 stable = await asyncio.get_running_loop().run_in_executor(None, self.stable_offsets,
@@ -195,12 +202,6 @@ class Transactions:
                 self._committed.update(stable)
             except Exception:  # noqa: BLE001 - never block the group: the batches then commit as read
                 log.warning("could not read the stable committed offsets of %s", sorted(mine), exc_info=True)
-        for tp in sorted(mine):
-            try:
-                async with self._lock(tp):
-                    await self._producer(tp)
-            except Exception:  # noqa: BLE001 - the first batch of the partition tries again
-                log.warning("could not start the transactional producer of %s:%d yet", *tp, exc_info=True)
 
     async def on_revoked(self, tps: Iterable[TP]) -> None:
         """Stop the producers of the partitions taken away (after any commit in progress)."""
