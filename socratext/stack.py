@@ -340,42 +340,32 @@ def start_kafka(settings: Settings) -> int:
     props = home / "server.properties"
     props.touch(mode=0o600)  # it holds the SCRAM password when the broker requires SASL
     props.write_text(kafka_properties(settings, data))
-    log4j = home / "log4j.properties"
-    log4j.write_text(LOG4J_PROPERTIES)
-    jvm = [
-        _java(),
-        KAFKA_HEAP,
-        "-Xms64m",
-        "-XX:+UseSerialGC",
-        "-Djava.awt.headless=true",
-        f"-Dlog4j.configuration=file:{log4j}",
-        f"-Dkafka.logs.dir={home}",
-        "-cp",
-        f"{lib}/*",
-    ]
+    jvm = kafka_jvm(home)
     if not (data / "meta.properties").exists():
         # KRaft needs a formatted log dir; formatting twice would fail, so only the first start does it.
-        cluster_id = _new_cluster_id()
-        fmt = subprocess.run(
-            [
-                *jvm,
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(props),
-                "--ignore-formatted",
-                *_scram_format_args(settings),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if fmt.returncode != 0:
-            raise StackError(f"kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
+        cluster_id = format_kafka_storage(jvm, props, _scram_format_args(settings))
         (home / "cluster.id").write_text(cluster_id + "\n")
     return _spawn(KAFKA, settings, [*jvm, "kafka.Kafka", str(props)])
+
+
+def kafka_jvm(home: Path) -> list[str]:
+    """The JVM command line of the broker's classes (the jars of deploy/local/install.sh), logging under
+    `home` (its log4j.properties is written there)."""
+    log4j = home / "log4j.properties"
+    log4j.write_text(LOG4J_PROPERTIES)
+    return [_java(), KAFKA_HEAP, "-Xms64m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{log4j}", f"-Dkafka.logs.dir={home}", "-cp", f"{kafka_lib()}/*"]
+
+
+def format_kafka_storage(jvm: list[str], props: Path, extra: list[str]) -> str:
+    """`kafka-storage format` the log dir of `props` with a new cluster id (returned); `extra`: more
+    arguments, e.g. `--add-scram`."""
+    cluster_id = _new_cluster_id()
+    fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                          "--ignore-formatted", *extra], capture_output=True, text=True, timeout=120)
+    if fmt.returncode != 0:
+        raise StackError(f"kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
+    return cluster_id
 
 
 def _scram_format_args(settings: Settings) -> list[str]:

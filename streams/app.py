@@ -111,6 +111,8 @@ def create_app(settings: Settings | None = None, stage: str = "all", runtime: Ru
     for logical, topic in topics.items():  # declare with the stack's partition counts if absent
         topic.partitions = partitions.get(TOPICS[logical].name(settings))
     app.socratext_runtime = runtime  # type: ignore[attr-defined]
+    if settings.delivery == "exactly_once":
+        use_transactional_input(app)  # one consumer serves both stages: read_committed, no Faust commits
     if stage in ("ocr", "all"):
         from streams.agents import ocr
 
@@ -135,7 +137,6 @@ def delivery_for(app: faust.App, settings: Settings, runtime: Runtime, topics: d
     for exactly once, its transactional producers follow the consumer group's assignment."""
     if settings.delivery == "at_least_once":
         return AtLeastOnce(topics)
-    use_transactional_input(app)
     txn = Transactions(settings, app_id=APP_ID, group_id=app.conf.id,
                        input_topic=TOPICS[input_logical].name(settings), topic_names=topic_names(settings),
                        metrics=runtime.metrics, max_request_size=app.conf.producer_max_request_size,

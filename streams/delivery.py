@@ -152,7 +152,7 @@ class Transactions:
                  max_request_size: int = 1_000_000, generation: Callable[[], int | None] = lambda: None,
                  make_producer: Callable[[str], Any] | None = None,
                  on_fatal: Callable[[BaseException], None] | None = None,
-                 stable_offsets: Callable[[list[TP]], None] | None = None) -> None:
+                 stable_offsets: Callable[[list[TP]], dict[TP, int]] | None = None) -> None:
         self.settings = settings
         self.app_id = app_id
         self.group_id = group_id

@@ -260,6 +260,21 @@ def _two_page_pdf(data: bytes) -> bytes:
     return buf.getvalue()
 
 
+def _upload_until_held(stack: Settings, held: Worker, base: int, rounds: int = 5) -> set[str]:
+    """Upload 3 receipts at a time until `held`, the second extraction worker of the group, pauses in a
+    transaction (`SOCRATEXT_FAULT_PAUSE_AT=before_commit`): receipts land on partitions by their id, so
+    one round may give it none. Returns the ids uploaded."""
+    ids: set[str] = set()
+    for round_ in range(rounds):
+        ids |= _upload(stack, _files(3, base=base + 10 * round_))
+        deadline = time.monotonic() + 40
+        while not held.log_lines("fault pause at before_commit") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if held.log_lines("fault pause at before_commit"):
+            return ids
+    raise AssertionError("the second worker never got a receipt")
+
+
 KILL_POINTS = ("before_send", "between_sends", "before_commit")
 
 
@@ -484,14 +499,7 @@ def test_one_of_two_extraction_workers_killed_mid_transaction_its_partner_takes_
     ids: set[str] = set()
     try:
         held.start()  # joins the group: the partitions are split between the two workers
-        for round_ in range(5):  # receipts land on partitions by their id: go on until the held one has one
-            ids |= _upload(stack, _files(3, base=8700 + 10 * round_))
-            deadline = time.monotonic() + 40
-            while not held.log_lines("fault pause at before_commit") and time.monotonic() < deadline:
-                time.sleep(0.3)
-            if held.log_lines("fault pause at before_commit"):
-                break
-        assert held.log_lines("fault pause at before_commit"), "the second worker never got a receipt"
+        ids = _upload_until_held(stack, held, base=8700)
         ledger.poll_until(lambda: False, 2.0)
         behind = _in_flight(stack, ledger, OCR, ids)
         assert behind > 0, "nothing in flight at the kill"
@@ -556,14 +564,7 @@ def test_a_frozen_worker_that_lost_its_partitions_is_fenced_when_it_wakes(
     ids: set[str] = set()
     try:
         zombie.start()
-        for round_ in range(5):  # receipts land on partitions by their id: go on until the zombie has one
-            ids |= _upload(stack, _files(3, base=8900 + 10 * round_))
-            deadline = time.monotonic() + 40
-            while not zombie.log_lines("fault pause at before_commit") and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if zombie.log_lines("fault pause at before_commit"):
-                break
-        assert zombie.log_lines("fault pause at before_commit"), "the second worker never got a receipt"
+        ids = _upload_until_held(stack, zombie, base=8900)
         assert zombie.proc is not None
         os.killpg(zombie.proc.pid, signal.SIGSTOP)  # frozen inside its transaction: no heartbeat either
         try:

@@ -95,15 +95,9 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, o
     ssl_port, sasl_port, controller = free_port(), free_port(), free_port()
     props = d / "server.properties"
     props.write_text(broker_properties(d / "data", ssl_port, sasl_port, controller, pki))
-    (d / "log4j.properties").write_text(stack_mod.LOG4J_PROPERTIES)
-    jvm = [stack_mod._java(), stack_mod.KAFKA_HEAP, "-Xms64m", "-XX:+UseSerialGC",
-           f"-Dlog4j.configuration=file:{d / 'log4j.properties'}", f"-Dkafka.logs.dir={d}",
-           "-cp", f"{stack_mod.kafka_lib()}/*"]
+    jvm = stack_mod.kafka_jvm(d)
     scram = f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]"
-    fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", stack_mod._new_cluster_id(),
-                          "-c", str(props), "--add-scram", scram],
-                         capture_output=True, text=True, timeout=120)
-    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+    stack_mod.format_kafka_storage(jvm, props, ["--add-scram", scram])
     log = (d / "kafka.log").open("w")
     proc = subprocess.Popen([*jvm, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT)
     try:
