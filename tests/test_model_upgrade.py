@@ -8,6 +8,7 @@ test runs a real worker subprocess against the real registry (MinIO) and Kafka.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections import Counter
@@ -19,7 +20,13 @@ import pytest
 
 from socratext.document import WordLabel
 from socratext.settings import Settings
-from streams.agents.extract import ExtractDeps, ModelWatcher, process_extract_batch, watch_model
+from streams.agents.extract import (
+    ExtractDeps,
+    ModelWatcher,
+    process_extract_batch,
+    run_extract_batch,
+    watch_model,
+)
 from streams.metrics import StreamMetrics
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(read_text|open_text) is deprecated:DeprecationWarning")
@@ -202,6 +209,70 @@ def test_a_pending_model_waits_for_the_batches_in_flight_then_serves_the_next_on
         assert deps.extractor.version == "v2" and w.pending is None
 
     asyncio.run(scenario())
+
+
+class RecordingDelivery:
+    """Keeps what each batch delivered (the model that labelled it) and what was abandoned."""
+
+    def __init__(self) -> None:
+        self.delivered: list[list[str]] = []
+        self.abandoned: list[BaseException] = []
+
+    def begin(self, origins) -> None:
+        pass
+
+    def abandon(self, origins, exc: BaseException) -> None:
+        self.abandoned.append(exc)
+
+    async def deliver(self, origins, outs) -> None:
+        self.delivered.append([o.value["model"]["version"] for o in outs if o.topic == "extracted"])
+
+
+def _ocr_raw(receipt_id: str) -> bytes:
+    from socratext.document import OcrPage, Word
+    from streams.events import dumps, ocr_event, parse_upload
+
+    up = parse_upload(dumps({"schema_version": 1, "receipt_id": receipt_id, "bucket": "receipts",
+                             "key": "k.jpg", "uploaded_at": "2026-11-26T00:00:00Z"}))[0]
+    return dumps(ocr_event(up, OcrPage([Word("TOTAL", (0, 0, 10, 10))], 100, 100), 1, 1, {}))
+
+
+def test_a_model_that_becomes_pending_during_a_batch_serves_the_next_batch() -> None:
+    """The agent's own batch must not count as a batch in flight while it waits to swap: a model loaded
+    while a batch runs is served from the next batch on (this deadlocked the worker once)."""
+    from streams.agents import Origin
+
+    reg, w, deps = _serving_v1()
+    delivery = RecordingDelivery()
+    gate = threading.Event()
+    label = deps.extractor.label
+
+    def slow_label(pages, images=None):
+        gate.wait(5)
+        return label(pages, images)
+
+    deps.extractor.label = slow_label  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            first = asyncio.ensure_future(run_extract_batch([_ocr_raw("r-1")], [Origin("ocr", 0, 0)], deps,
+                                                            delivery, pool))
+            await asyncio.sleep(0.05)
+            assert deps.busy
+            reg.cur = "v2"
+            w.pending = w.check()  # loaded while the first batch runs
+            second = asyncio.ensure_future(run_extract_batch([_ocr_raw("r-2")], [Origin("ocr", 0, 1)], deps,
+                                                             delivery, pool))
+            await asyncio.sleep(0.05)
+            assert not second.done() and deps.extractor.version == "v1", "no swap under a running batch"
+            gate.set()
+            await asyncio.wait_for(asyncio.gather(first, second), 5.0)
+            third = run_extract_batch([_ocr_raw("r-3")], [Origin("ocr", 0, 2)], deps, delivery, pool)
+            await asyncio.wait_for(third, 5.0)
+
+    asyncio.run(scenario())
+    assert delivery.delivered == [["v1"], ["v2"], ["v2"]] and not delivery.abandoned
+    assert deps.in_flight == 0
 
 
 def test_watchers_run_once_for_all_agents_and_stop_with_the_last() -> None:

@@ -434,6 +434,26 @@ def process_extract_batch(raws: list[bytes], deps: ExtractDeps,
     return out
 
 
+async def run_extract_batch(raws: list[bytes], origins: list[Origin], d: ExtractDeps, delivery: Delivery,
+                            executor: Executor) -> None:
+    """One micro-batch, as an agent runs it: swap in a pending model (before this batch counts itself
+    in flight, or it would wait for itself), label and assemble in the thread pool, then deliver (before
+    `take()` acks the batch). Cancelled at shutdown, the batch is abandoned so later ones wait for it."""
+    delivery.begin(origins)
+    try:
+        await d.before_batch()  # between batches only: one batch, one model
+        d.in_flight += 1
+        try:
+            outs = await asyncio.get_running_loop().run_in_executor(
+                executor, process_extract_batch, raws, d, origins)
+        finally:
+            d.in_flight -= 1
+    except BaseException as exc:
+        delivery.abandon(origins, exc)
+        raise
+    await delivery.deliver(origins, outs)
+
+
 def register(app: Any, topics: dict[str, Any], deps: Callable[[], ExtractDeps], executor: Executor,
              batch_size: int, batch_window_s: float, concurrency: int = 1,
              delivery: Delivery | None = None) -> Any:
@@ -459,21 +479,9 @@ def register(app: Any, topics: dict[str, Any], deps: Callable[[], ExtractDeps], 
         d.agent_started(executor)
         try:
             async for events in stream.take_events(batch_size, within=batch_window_s):
-                raws = [e.value for e in events]
                 origins = [Origin(e.message.topic, e.message.partition, e.message.offset,
                                   e.message.generation_id) for e in events]
-                delivery.begin(origins)
-                d.in_flight += 1
-                try:
-                    try:
-                        await d.before_batch()  # between batches only: one batch, one model
-                        outs = await loop.run_in_executor(executor, process_extract_batch, raws, d, origins)
-                    except BaseException as exc:  # cancelled at shutdown: later batches must wait for it
-                        delivery.abandon(origins, exc)
-                        raise
-                    await delivery.deliver(origins, outs)  # before take() acks the batch
-                finally:
-                    d.in_flight -= 1
+                await run_extract_batch([e.value for e in events], origins, d, delivery, executor)
         finally:
             d.agent_stopped()
 
