@@ -20,9 +20,32 @@ err = Console(stderr=True)
 def _redact_logs() -> None:
     """Mask card numbers and secrets in every log line of every command (socratext.privacy)."""
     from socratext.privacy import install_log_redaction
-    from socratext.settings import get_settings
+    from socratext.settings import SettingsError, get_settings
 
-    install_log_redaction(get_settings())
+    try:
+        settings = get_settings()
+    except SettingsError as exc:  # a bad variable: say which, not a traceback
+        err.print(f"error: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    install_log_redaction(settings)
+
+
+@app.command("settings")
+def settings_cmd(
+    markdown: bool = typer.Option(False, "--markdown", help="The defaults as a Markdown table "
+                                  "(docs/configuration.md is this output)."),
+) -> None:
+    """Every SOCRATEXT_* setting with the value in force here (secrets masked) and what it does."""
+    from socratext.settings import describe, get_settings, markdown_table
+
+    if markdown:
+        sys.stdout.write(markdown_table())
+        return
+    out = Console()
+    for row in describe(get_settings()):
+        changed = "" if row["value"] == row["default"] else f"   (default {row['default'] or 'empty'})"
+        out.print(f"[bold]{row['variable']}[/bold]={row['value']}{changed}", highlight=False)
+        out.print(f"    {row['description']}", highlight=False, style="dim")
 
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".pdf"})
