@@ -5,7 +5,7 @@
 Why generated: the schemas are what the workers validate against (streams/events.py), so a hand-written
 reference would drift from them; tests/test_deploy.py fails when the committed events.md is not what this
 script prints. The script reads whatever `*.json` schemas exist — a new topic or a new version shows up
-without touching this file — and takes the topic names and one-line descriptions from `streams.topics`
+without touching this file — and takes the topic names and one-line descriptions from `socratext.topics`
 when that module is importable (the schema titles name the topic too, as a fallback).
 """
 
@@ -24,11 +24,11 @@ TOPIC_IN_TITLE = re.compile(r"\(topic ([\w.-]+)\)")
 
 
 def topic_specs() -> dict[str, tuple[str, str]]:
-    """Schema file name → (Kafka topic with default settings, description), from streams.topics."""
+    """Schema file name → (Kafka topic with default settings, description), from socratext.topics."""
     sys.path.insert(0, str(REPO))
     try:
         from socratext.settings import Settings
-        from streams.topics import TOPICS
+        from socratext.topics import TOPICS
     except ImportError:
         return {}
     finally:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from socratext.settings import Settings
+from socratext.topics import topic_partitions
 
 if TYPE_CHECKING:  # boto3 is imported only when the bucket is configured: `stack status` stays fast
     from socratext.storage import ObjectStore
@@ -103,18 +104,6 @@ def kafka_controller(settings: Settings) -> Endpoint:
 def minio_endpoint(settings: Settings) -> Endpoint:
     url = urlparse(settings.s3_endpoint)
     return Endpoint(_ipv4(url.hostname or ""), url.port or (443 if url.scheme == "https" else 80))
-
-
-def topic_partitions(settings: Settings) -> dict[str, int]:
-    """Partitions per topic: the two topics that carry per-receipt work get 4 so up to 4 workers share
-    them; result/review/dead-letter topics are low volume and keep order with 1."""
-    return {
-        settings.topic_uploaded: 4,
-        settings.topic_ocr: 4,
-        settings.topic_extracted: 1,
-        settings.topic_review: 1,
-        settings.topic_deadletter: 1,
-    }
 
 
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")

@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None, stage: str = "all", runtime: Ru
     settings = settings or get_settings()
     runtime = runtime or Runtime(settings)
     from socratext.kafka_config import faust_broker, faust_credentials
-    from socratext.stack import topic_partitions
+    from socratext.topics import topic_partitions
 
     partitions = topic_partitions(settings)
     app = faust.App(
@@ -107,9 +107,7 @@ def create_app(settings: Settings | None = None, stage: str = "all", runtime: Ru
         broker_session_timeout=float(settings.kafka_session_timeout_s),
         broker_heartbeat_interval=float(settings.kafka_session_timeout_s) / 4,
     )
-    topics = declare(app, settings)
-    for logical, topic in topics.items():  # declare with the stack's partition counts if absent
-        topic.partitions = partitions.get(TOPICS[logical].name(settings))
+    topics = declare(app, settings)  # created with their declared partition counts if absent
     app.socratext_runtime = runtime  # type: ignore[attr-defined]
     if settings.delivery == "exactly_once":
         use_transactional_input(app)  # one consumer serves both stages: read_committed, no Faust commits

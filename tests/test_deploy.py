@@ -26,7 +26,8 @@ import pytest
 yaml = pytest.importorskip("yaml")
 
 from socratext.settings import Settings  # noqa: E402
-from socratext.stack import NOTIFY_ARN, NOTIFY_TARGET, UPLOAD_PREFIX, topic_partitions  # noqa: E402
+from socratext.stack import NOTIFY_ARN, NOTIFY_TARGET, UPLOAD_PREFIX  # noqa: E402
+from socratext.topics import topic_partitions  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

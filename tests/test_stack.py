@@ -17,6 +17,7 @@ from socratext import stack as local_stack
 from socratext.errors import SocratextError
 from socratext.settings import Settings
 from socratext.storage import ObjectStore
+from socratext.topics import topic_partitions
 
 # ------------------------------------------------------------------ configuration, no processes needed
 
@@ -51,7 +52,7 @@ def test_every_settings_topic_is_created() -> None:
     settings = Settings(
         topic_uploaded="u", topic_ocr="o", topic_extracted="e", topic_review="r", topic_deadletter="d"
     )
-    parts = local_stack.topic_partitions(settings)
+    parts = topic_partitions(settings)
     assert set(parts) == {"u", "o", "e", "r", "d"}
     assert all(n >= 1 for n in parts.values())
 
@@ -128,7 +129,7 @@ def _collect(consumer, until: float, stop_at: str | None = None) -> list[dict]:
 def test_topics_exist_with_partitions(stack: Settings) -> None:
     from kafka.admin import KafkaAdminClient
 
-    wanted = local_stack.topic_partitions(stack)
+    wanted = topic_partitions(stack)
     admin = KafkaAdminClient(bootstrap_servers=str(local_stack.kafka_endpoint(stack)))
     try:
         described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(wanted))}
