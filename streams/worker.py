@@ -86,6 +86,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="default settings.metrics_port; 0 = any free port, -1 = no metrics server")
     args = parser.parse_args(argv)
+    from socratext.settings import SettingsError
+
+    try:
+        get_settings()
+    except SettingsError as exc:  # a bad SOCRATEXT_* value: one line naming it, not a traceback
+        parser.exit(2, f"error: {exc}\n")
     run(args.stage, args.loglevel, args.metrics_port)
 
 

@@ -82,3 +82,14 @@ def test_the_settings_command_shows_values_masks_secrets_and_refuses_a_bad_one(
         assert bad.exit_code == 2 and "SOCRATEXT_BATCH_SIZE='0'" in bad.output
     finally:
         get_settings.cache_clear()
+
+
+def test_a_worker_with_a_refused_value_stops_at_once_naming_it() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SOCRATEXT_DEVICE": "gpu"}
+    done = subprocess.run([sys.executable, "-m", "streams.worker", "--stage", "extract"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "SOCRATEXT_DEVICE='gpu'" in done.stderr, done.stderr[-2000:]
