@@ -171,7 +171,7 @@ class Settings(BaseSettings):
 
 
 OTHER_VARIABLES: dict[str, str] = {
-    "SOCRATEXT_OPT": "where deploy/local/install.sh puts Kafka and MinIO (socratext/stack.py)",
+    "SOCRATEXT_OPT": "where deploy/local/install.sh puts Kafka and MinIO (socratext/stack/processes.py)",
     "SOCRATEXT_CACHE": "training and evaluation caches (training/datasets/common.py)",
     "SOCRATEXT_WORKER_STAGE": "the stage of `faust -A streams.app worker` (streams/app.py)",
     "SOCRATEXT_MODEL_URI": "the model the Kubernetes init step fetches (deploy/k8s)",

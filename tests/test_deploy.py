@@ -169,7 +169,7 @@ def kafka_properties_from_env(env: dict[str, str], log_dir: Path) -> str:
 def test_compose_kafka_config_is_accepted_by_kafka(compose: dict[str, Any], tmp_path: Path) -> None:
     """The broker settings of the compose file go through Kafka's own validation (KafkaConfig + KRaft
     storage format), with the jars the local stack installed."""
-    from socratext.stack import kafka_lib
+    from socratext.stack import format_kafka_storage, kafka_jvm, kafka_lib
     from tests.conftest_stack import skip_unless_required
 
     if shutil.which("java") is None or not list(kafka_lib().glob("kafka-server-*.jar")):
@@ -177,10 +177,8 @@ def test_compose_kafka_config_is_accepted_by_kafka(compose: dict[str, Any], tmp_
     env = env_of(compose["services"]["kafka"])
     props = tmp_path / "server.properties"
     props.write_text(kafka_properties_from_env(env, tmp_path / "data"), encoding="utf-8")
-    res = subprocess.run(["java", "-Xmx256m", "-cp", f"{kafka_lib()}/*", "kafka.tools.StorageTool", "format",
-                          "-t", env["CLUSTER_ID"], "-c", str(props)],
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
+    # the stack's own format step (a StackError with Kafka's output when it refuses the config)
+    format_kafka_storage(kafka_jvm(tmp_path), props, [], cluster_id=env["CLUSTER_ID"])
     assert (tmp_path / "data" / "meta.properties").is_file()
 
 

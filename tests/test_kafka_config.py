@@ -169,14 +169,14 @@ def test_local_stack_scram_configuration(tmp_path: Path) -> None:
     from socratext import stack
 
     plain = Settings(kafka_bootstrap="127.0.0.1:29092")
-    assert stack.scram_user(plain) is None and stack._scram_format_args(plain) == []
+    assert stack.scram_user(plain) is None and stack.scram_format_args(plain) == []
     assert "SASL" not in stack.kafka_properties(plain, tmp_path) and "SASL" not in str(stack.minio_env(plain))
     s = sasl(kafka_bootstrap="127.0.0.1:29092", kafka_sasl_mechanism="SCRAM-SHA-512")
     props = dict(line.split("=", 1) for line in stack.kafka_properties(s, tmp_path).splitlines())
     assert props["listeners"] == "SASL_PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
     assert props["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
     assert f'password="{PASSWORD}"' in props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"]
-    assert stack._scram_format_args(s)[:2] == ["--add-scram",
+    assert stack.scram_format_args(s)[:2] == ["--add-scram",
                                                f"SCRAM-SHA-256=[name=socratext,password={PASSWORD}]"]
     env = stack.minio_env(s)
     assert env["MINIO_NOTIFY_KAFKA_SASL_MECHANISM_SOCRATEXT"] == "sha512"

@@ -1,6 +1,6 @@
 """Kafka over TLS against a real broker: SSL and SASL_SSL (SCRAM) with a CA made here.
 
-The local stack serves PLAINTEXT or SASL_PLAINTEXT only (`socratext/stack.py`: TLS needs certificates a
+The local stack serves PLAINTEXT or SASL_PLAINTEXT only (`socratext/stack/kafka.py`: TLS needs certificates a
 developer's stack does not make), so this test starts a KRaft broker of its own, from the same jars, with
 one SSL and one SASL_SSL listener whose certificate is signed by a throw-away CA. Through those listeners,
 configured by `Settings` alone (`socratext/kafka_config.py`): the kafka-python admin, producer and

@@ -16,6 +16,7 @@ from socratext import errors
 from socratext import stack as local_stack
 from socratext.errors import SocratextError
 from socratext.settings import Settings
+from socratext.stack import kafka as stack_kafka
 from socratext.storage import ObjectStore
 from socratext.topics import topic_partitions
 
@@ -58,7 +59,7 @@ def test_every_settings_topic_is_created() -> None:
 
 
 def test_cluster_ids_are_kafka_format() -> None:
-    ids = {local_stack._new_cluster_id() for _ in range(20)}
+    ids = {stack_kafka._new_cluster_id() for _ in range(20)}
     assert len(ids) == 20
     assert all(len(i) == 22 and "=" not in i and "+" not in i and "/" not in i for i in ids)
 
@@ -66,8 +67,8 @@ def test_cluster_ids_are_kafka_format() -> None:
 def test_cluster_ids_never_start_like_an_option(monkeypatch) -> None:
     """A base64url id starting with '-' made `kafka-storage format -t <id>` fail (one in 32 CI runs)."""
     draws = iter([b"\xfb" + bytes(15), b"\x00" * 16])  # the first encodes to "-w...", the second to "AAAA..."
-    monkeypatch.setattr(local_stack.uuid, "uuid4", lambda: type("U", (), {"bytes": next(draws)})())
-    cid = local_stack._new_cluster_id()
+    monkeypatch.setattr(stack_kafka.uuid, "uuid4", lambda: type("U", (), {"bytes": next(draws)})())
+    cid = stack_kafka._new_cluster_id()
     assert cid == "A" * 22
 
 
