@@ -134,7 +134,8 @@ def build_model(config_name: str, vocab_size: int, pad_id: int, device: Any) -> 
 def random_layoutlmv2_extractor(config_name: str, device: Any, batch_size: int = 8) -> Any:
     """A `LayoutModelExtractor` over `build_model(config_name)` with the bundled tokenizer, its host threads
     set as `LayoutModelExtractor.from_pretrained` sets them for the device."""
-    from socratext.model.extractor import LayoutModelExtractor, set_cpu_threads, set_host_threads_for_gpu
+    from socratext.model.extractor import LayoutModelExtractor
+    from socratext.model.threads import set_cpu_threads, set_host_threads_for_gpu
 
     tok = default_tokenizer()
     model = build_model(config_name, len(tok), tok.pad_token_id or 0, device)

@@ -12,8 +12,9 @@ from socratext.document import OcrPage, Word
 from socratext.extractors.rules import label_page
 from socratext.labels import BIO_LABELS, WORD_LABELS
 from socratext.model.encoding import collate, encode_page, tokenize_words
-from socratext.model.extractor import LayoutModelExtractor, save_model_dir
+from socratext.model.extractor import LayoutModelExtractor
 from socratext.model.hints import HINT_INDEX, HINT_LABELS, enable_rule_hints, hint_ids, rule_hints, rules_id
+from socratext.model.model_dir import save_model_dir
 from socratext.model.tokenizer import train_wordpiece
 
 LABEL2ID = {t: i for i, t in enumerate(BIO_LABELS)}
@@ -144,7 +145,7 @@ def test_combined_extractor_labels_each_page_once_for_a_hinted_model(tok, monkey
     hints instead of letting it label the pages again; the result is what the two-pass path gives."""
     import socratext.extractors.rules as rules_mod
     from socratext.extractors.rules import RulesExtractor
-    from socratext.model.extractor import CombinedExtractor
+    from socratext.model.combine import CombinedExtractor
 
     torch.manual_seed(0)
     pages = [_receipt(), _receipt()]

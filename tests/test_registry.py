@@ -40,8 +40,8 @@ def tiny_model_dir(out: Path, name: str = "tiny", version: str = "1", seed: int 
     from transformers import LayoutLMv3ForTokenClassification
 
     from socratext.labels import BIO_LABELS
-    from socratext.model.extractor import save_model_dir
     from socratext.model.layoutlmv3 import tiny_layoutlmv3_config
+    from socratext.model.model_dir import save_model_dir
     from socratext.model.tokenizer import train_wordpiece
 
     torch.manual_seed(seed)
@@ -94,7 +94,7 @@ def test_local_files_skip_the_registry_manifest(tmp_path: Path) -> None:
 
 def test_label_extractor_names_plain_and_combined() -> None:
     from socratext.extractors.rules import RulesExtractor
-    from socratext.model.extractor import CombinedExtractor
+    from socratext.model.combine import CombinedExtractor
 
     class Model:
         name, version = "layoutlmv3", "0"

@@ -12,7 +12,9 @@ import torch
 from socratext.document import OcrPage, Word, WordLabel
 from socratext.extractors.base import Extractor
 from socratext.labels import BIO_LABELS, LABEL_SET_VERSION
-from socratext.model.extractor import CombinedExtractor, LayoutModelExtractor, save_model_dir, trimmed_ends
+from socratext.model.combine import CombinedExtractor, trimmed_ends
+from socratext.model.extractor import LayoutModelExtractor
+from socratext.model.model_dir import save_model_dir
 from socratext.model.tokenizer import learn_vocab, train_wordpiece
 from socratext.settings import REPO_ROOT
 from training.datasets.common import LabeledPage

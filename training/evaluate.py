@@ -334,12 +334,12 @@ def print_miss_causes(errors: list[Miss], names: list[str], fields: list[str]) -
 
 def _extractor(name: str, load: Callable[[str], object]) -> object:
     """`load_extractor` names, plus "<model>+rules": that model combined with the rules
-    (`socratext.model.extractor.CombinedExtractor`, default settings) whatever its labels.json says, and
+    (`socratext.model.combine.CombinedExtractor`, default settings) whatever its labels.json says, and
     any of those + "+known" (the same extractor, its fields corrected with `--known-values`)."""
     name = name.removesuffix(KNOWN_SUFFIX)
     if name.endswith("+rules"):
         from socratext.extractors.rules import RulesExtractor
-        from socratext.model.extractor import CombinedExtractor
+        from socratext.model.combine import CombinedExtractor
 
         model = load(name.removesuffix("+rules"))
         if isinstance(model, CombinedExtractor):  # labels.json already asks for a combination

@@ -57,8 +57,9 @@ import torch
 
 from socratext.labels import BIO_LABELS, LABEL_SET_VERSION, OTHER, WORD_LABELS
 from socratext.model.encoding import Window, bio_tags, collate, encode_page, image_input, layout_boxes
-from socratext.model.extractor import LayoutModelExtractor, model_class, save_model_dir, uses_images
+from socratext.model.extractor import LayoutModelExtractor, model_class, uses_images
 from socratext.model.hints import enable_rule_hints, rule_hints, uses_rule_hints
+from socratext.model.model_dir import save_model_dir
 from socratext.model.tokenizer import load_tokenizer, train_wordpiece
 from socratext.settings import REPO_ROOT
 from training.datasets.common import VAL_FRACTION, LabeledPage, split_train_val
@@ -492,7 +493,7 @@ def resolve_init(args: argparse.Namespace) -> dict[str, Any] | None:
         args.model = str(path)
         args.registry_name = args.registry_name or mv.name
         return {"dir": path, "ref": f"{mv.name}@{mv.version}"}
-    from socratext.model.extractor import read_labels_meta
+    from socratext.model.model_dir import read_labels_meta
 
     meta = read_labels_meta(spec)
     args.model = spec
@@ -516,7 +517,7 @@ def retrain_gate(args: argparse.Namespace, out_dir: Path, card: dict[str, Any], 
                  uploader: Uploader | None) -> int:
     """Score the new checkpoint and the current model on the held-out set, record the figures in the model
     card, and (with `--s3` and a registry name) publish the new version as current unless it is worse."""
-    from socratext.model.extractor import CARD_FILE, render_card
+    from socratext.model.model_dir import CARD_FILE, render_card
 
     pages = load_held_out(args.held_out) if args.held_out else []
     name = args.registry_name if args.s3 else None

@@ -6,16 +6,13 @@ encodes all pages into windows (see `socratext.model.encoding`), runs them in le
 label with the highest probability, where a label's probability is P(B-label) + P(I-label) — the BIO
 prefix is a training device, field assembly only needs the label.
 
-A model directory is what `save_model_dir` writes: `save_pretrained` weights (safetensors) and config,
-the tokenizer, `labels.json` (the BIO label list, the label-set version, the model's name and version)
-and `model_card.md`.
+A model directory is what `socratext.model.model_dir.save_model_dir` writes; a model served with the rules
+comes back as a `socratext.model.combine.CombinedExtractor`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,17 +23,16 @@ from PIL import Image
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from socratext.document import OcrPage, WordLabel
-from socratext.labels import FIELDS, LABEL_SET_VERSION, OTHER, strip_bio
+from socratext.labels import strip_bio
+from socratext.model.combine import RULES_FIRST, CombinedExtractor
 from socratext.model.encoding import Window, collate, encode_page, image_input, layout_boxes, merge_windows
 from socratext.model.hints import hint_ids, rule_hints, rules_id, uses_rule_hints
+from socratext.model.model_dir import read_labels_meta
 from socratext.model.postprocess import row_consistent
+from socratext.model.threads import set_cpu_threads, set_host_threads_for_gpu
 from socratext.model.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
-
-LABELS_FILE = "labels.json"
-CARD_FILE = "model_card.md"
-
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
@@ -248,117 +244,6 @@ class LayoutModelExtractor:
                             for img in images])
 
 
-RULES_FIRST = FIELDS
-"""By default the rules win on every output field they find: measured end to end on held-out SROIE and
-synthetic receipts, the rules (pattern checks: valid dates, SIRET/VAT checksums, TOTAL keywords) were
-more precise than the small CPU model on each field they fire on, while the model recovers fields the
-rules miss (VAT total, totals without a keyword, payment method, shop names without legal suffix)."""
-
-
-class CombinedExtractor:
-    """Model and rules together, each where it is strong.
-
-    - For the `rules_first` fields, if the rules label any word of the page with the field, the field's
-      words are exactly the rules' (the model's words for that field become "O"); otherwise the model's
-      words whose probability reaches `fill_threshold`. Measured end to end with the default model
-      1.2.0 (held-out SROIE and synthetic): without this gate its fills where the rules are silent were
-      mostly wrong (SROIE micro F1 0.588 against the rules' 0.589); at 0.9 (set before measuring) it
-      fills nothing wrong there and the combination equals the rules on SROIE (0.602 = 0.602).
-    - Elsewhere the model decides, except that a word whose model probability is below `threshold` takes
-      the rules' label when the rules give it one (rules are precise on patterns but blind to layout;
-      the model is the opposite).
-    - For the `trim_fields` (by default none), the model may trim the rules' field at its ends: see
-      `trimmed_ends`. Names and addresses are the fields the rules cannot check against a pattern (no
-      checksum, no calendar, no TOTAL keyword), so a stray word the rules take along — a logo read as
-      "is)", "FF", a street name taken for a shop name — is where the model's layout knowledge is worth
-      more than the rules' word.
-    """
-
-    def __init__(self, model: Any, rules: Any, threshold: float = 0.6,
-                 rules_first: tuple[str, ...] = RULES_FIRST, fill_threshold: float = 0.9,
-                 trim_fields: tuple[str, ...] = (), trim_threshold: float | None = None) -> None:
-        self.model = model
-        self.rules = rules
-        self.threshold = threshold
-        self.fill_threshold = fill_threshold
-        self.rules_first = frozenset(rules_first)
-        self.trim_fields = tuple(trim_fields)
-        # as sure to take a word out of a rules field as to fill a field the rules left empty
-        self.trim_threshold = fill_threshold if trim_threshold is None else trim_threshold
-        self.name = f"{model.name}+{rules.name}"
-        self.uses_images = bool(getattr(model, "uses_images", True) or getattr(rules, "uses_images", True))
-        self.takes_rule_labels = True
-        self.version = f"{model.version}+{getattr(rules, 'version', '0')}"
-        # a model with rule hints from these very rules (the version it was trained with, labelling with
-        # today's date as `model.hints.rule_hints` does) takes their labels from here instead of labelling
-        # every page again
-        from socratext.extractors.rules import RulesExtractor
-
-        config = getattr(getattr(model, "model", None), "config", None)
-        self._hints_from_rules = (isinstance(rules, RulesExtractor) and rules.today is None
-                                  and getattr(config, "rule_hints", None) == rules_id())
-
-    def label(self, pages: list[OcrPage], images: list[Image.Image | None] | None = None,
-              rule_labels: Sequence[Sequence[WordLabel] | None] | None = None) -> list[list[WordLabel]]:
-        """`rule_labels`: the pages' labels by these rules when the OCR stage already computed them
-        (None, or None for a page, where not); see `RulesExtractor.label`."""
-        if rule_labels is not None and getattr(self.rules, "takes_rule_labels", False):
-            r_all = self.rules.label(pages, images, rule_labels=rule_labels)
-        else:
-            r_all = self.rules.label(pages, images)
-        if self._hints_from_rules:  # the model's hints are these very labels: run the rules once
-            m_all = self.model.label(pages, images, rule_labels=r_all)
-        else:
-            m_all = self.model.label(pages, images)
-        return [self.merge(m, r) for m, r in zip(m_all, r_all, strict=True)]
-
-    def merge(self, m_page: list[WordLabel], r_page: list[WordLabel]) -> list[WordLabel]:
-        """One page: the model's and the rules' labels → the combined labels (pure)."""
-        found = {r.label for r in r_page} & self.rules_first
-        trimmed = trimmed_ends(m_page, r_page, self.trim_fields, self.trim_threshold)
-        row = []
-        for i, (m, r) in enumerate(zip(m_page, r_page, strict=True)):
-            if i in trimmed:
-                row.append(WordLabel(OTHER, m.probability))
-            elif r.label in found:
-                row.append(r)
-            elif m.label in found:
-                row.append(WordLabel(OTHER, m.probability))
-            elif m.label in self.rules_first and m.probability < self.fill_threshold:
-                row.append(r if r.label != OTHER else WordLabel(OTHER, m.probability))
-            elif m.probability < self.threshold and r.label != OTHER:
-                row.append(r)
-            else:
-                row.append(m)
-        return row
-
-
-def trimmed_ends(m_page: Sequence[WordLabel], r_page: Sequence[WordLabel], fields: Sequence[str],
-                 threshold: float) -> set[int]:
-    """Indices of the rules' words of each of `fields` that the model takes out (pure).
-
-    In reading order, the field's leading words are dropped while the model calls them "other" with
-    probability at least `threshold`, then its trailing words likewise; a name or an address is printed
-    as one run of text, so the model trims its ends but never punches a hole in the middle (the words
-    it is least sure of there are OCR misreads of real name words, "GARDENTA BAKEBIES"). Every word may
-    go: the rules' "name" was then a stray line, and no name beats a wrong one."""
-    def sure(i: int) -> bool:
-        return m_page[i].label == OTHER and m_page[i].probability >= threshold
-
-    out: set[int] = set()
-    for f in fields:
-        idx = [i for i, r in enumerate(r_page) if r.label == f]
-        lo = 0
-        while lo < len(idx) and sure(idx[lo]):
-            lo += 1
-        hi = len(idx)
-        while hi > lo and sure(idx[hi - 1]):
-            hi -= 1
-        out.update(idx[:lo])
-        out.update(idx[hi:])
-    return out
-
-
 class _autocast:
     """bf16 (or fp16) autocast on CUDA, nothing on CPU (fp32 is faster than emulated bf16 there)."""
 
@@ -375,77 +260,3 @@ class _autocast:
     def __exit__(self, *exc: object) -> None:
         if self.ctx is not None:
             self.ctx.__exit__(*exc)
-
-
-def set_cpu_threads() -> None:
-    """Intra-op threads = available cores (capped at 8): more only adds contention on shared hosts.
-    An explicit `OMP_NUM_THREADS`/`torch.set_num_threads` by the caller wins."""
-    if os.environ.get("OMP_NUM_THREADS"):
-        return
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    if torch.get_num_threads() > min(cores, 8):
-        torch.set_num_threads(max(1, min(cores, 8)))
-
-
-def set_host_threads_for_gpu() -> None:
-    """With the model on a GPU, torch's host-side work (collating, copies) is small and needs no OpenMP
-    team: one intra-op thread. Several extraction workers share a GPU (one per partition), and each
-    would otherwise start one spinning thread per core (16 workers × 16 threads on a 16-core host).
-    An explicit `OMP_NUM_THREADS` wins."""
-    if not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(1)
-
-
-def read_labels_meta(path: str | Path) -> dict[str, Any]:
-    """`labels.json` of a local model directory ({} for a hub id or a directory without one)."""
-    f = Path(path) / LABELS_FILE
-    if f.is_file():
-        return json.loads(f.read_text(encoding="utf-8"))
-    return {}
-
-
-def save_model_dir(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
-                   card: dict[str, Any], combine_with_rules: dict[str, Any] | None = None) -> Path:
-    """Write a complete model directory: weights + config, tokenizer, labels.json and model_card.md.
-    `card` needs `name` and `version`; every other key goes into the card as a section.
-    `combine_with_rules` ({"threshold": .., "rules_first": [..]}) makes `from_pretrained` return the
-    model combined with the rules extractor."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    id2label = {int(k): v for k, v in model.config.id2label.items()}
-    meta = {
-        "name": card.get("name", model.config.model_type),
-        "version": str(card.get("version", "0")),
-        "label_set_version": LABEL_SET_VERSION,
-        "labels": [id2label[i] for i in range(len(id2label))],
-        "model_type": model.config.model_type,
-    }
-    if combine_with_rules:
-        meta["combine_with_rules"] = combine_with_rules
-    (out / LABELS_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / CARD_FILE).write_text(render_card(card), encoding="utf-8")
-    return out
-
-
-def render_card(card: dict[str, Any]) -> str:
-    lines = [f"# {card.get('name', 'model')} {card.get('version', '')}".rstrip(), ""]
-    if card.get("summary"):
-        lines += [str(card["summary"]), ""]
-    for key, value in card.items():
-        if key in ("name", "version", "summary"):
-            continue
-        lines.append(f"## {key.replace('_', ' ').capitalize()}")
-        lines.append("")
-        if isinstance(value, dict):
-            lines += [f"- {k}: {v}" for k, v in value.items()]
-        elif isinstance(value, list | tuple):
-            lines += [f"- {v}" for v in value]
-        else:
-            lines.append(f"```\n{value}\n```" if "\n" in str(value) or key == "command" else str(value))
-        lines.append("")
-    return "\n".join(lines)
