@@ -258,7 +258,7 @@ def test_review_corrections_retrain_and_live_upgrade(stack: Settings, tmp_path: 
     right = sum(_total(by_id[r]) == again[r]["total"] for r in again)
     # Measured: 8/8 in three runs, each with held-out F1 v1 0.3493 → v2 0.3977: training is reproducible
     # now that the WordPiece vocabulary (socratext.model.tokenizer.learn_vocab) and the order of the reviewed
-    # receipts (training.train.content_key) no longer depend on hash order or on receipt ids. Before, runs
+    # receipts (training.data.content_key) no longer depend on hash order or on receipt ids. Before, runs
     # differed and got 6/8 to 8/8 (CI failed at 6). The bound leaves one miss for another CPU's rounding.
     assert right >= len(again) - 1, {r: (_total(by_id[r]), again[r]["total"]) for r in again}
     versions_during = [by_id[r]["model"]["version"] for r in during]

@@ -48,8 +48,8 @@ def test_same_value_is_case_insensitive_for_texts_only():
 
 
 def test_training_reconciles_pages_with_field_values_and_leaves_the_others():
+    from training.data import reconcile_pages
     from training.datasets.common import LabeledPage
-    from training.train import reconcile_pages
 
     page = _page()
     texts = [w.text for w in page.words]
@@ -81,8 +81,8 @@ def test_names_count_as_found_up_to_ocr_misreads():
 
 
 def test_pages_with_corrections_are_repeated():
+    from training.data import repeat_pages
     from training.datasets.common import LabeledPage
-    from training.train import repeat_pages
 
     page = _page()
     pages = [LabeledPage(page, ["O"] * len(page.words), id=i) for i in ("a", "b", "c")]
@@ -116,9 +116,9 @@ def test_exact_reconciliation_teaches_dropping_the_logos_junk_word():
     """Tesseract reads a logo as a junk word on the name's row; the rules take the whole row. At the
     default similarity that reads as the key "up to misreads" and the rules' words stay the labels (a model
     learns to keep the junk); with exact values only, the matched words that read the key prove a
-    correction. Through `training.train.reconcile_pages` as `--reconcile-similarity` passes it."""
+    correction. Through `training.data.reconcile_pages` as `--reconcile-similarity` passes it."""
+    from training.data import reconcile_pages
     from training.datasets.common import LabeledPage
-    from training.train import reconcile_pages
 
     rows = [["is)", "PROXI", "SUPER"], ["25/12/2018", "10:00"], ["1", "ROTI", "9.00"], ["TOTAL", "9.00"]]
     words = [Word(w, (40 + 130 * k, 40 + 50 * li, 160 + 130 * k, 80 + 50 * li), line_id=li)
@@ -136,7 +136,7 @@ def test_exact_reconciliation_teaches_dropping_the_logos_junk_word():
 
 
 def test_corrections_repeat_per_source():
-    from training.train import repeat_spec
+    from training.data import repeat_spec
 
     assert repeat_spec("4") == 4
     assert repeat_spec("synthetic=4, sroie=1") == {"synthetic": 4, "sroie": 1}

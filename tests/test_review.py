@@ -335,7 +335,7 @@ def test_collector_through_the_real_broker_and_store(stack):
 # --- retraining flags ------------------------------------------------------------------------------------
 
 def test_publish_decision():
-    from training.train import publish_decision
+    from training.publish import publish_decision
 
     assert publish_decision(None, None, None)[0] is True  # the first version
     assert publish_decision(0.5, 0.4, "m@v1") == (True, "held-out macro F1 0.5000 >= 0.4000 of the current "
@@ -347,7 +347,7 @@ def test_publish_decision():
 
 
 def test_held_out_and_reviewed_sources_from_directories(tmp_path: Path):
-    from training.train import load_data, load_held_out, load_reviewed
+    from training.data import load_data, load_held_out, load_reviewed
 
     lp = LabeledPage(_page(), ["merchant_name", "merchant_name"] + ["O"] * 12, id="x")
     write_records([page_record(lp, f"p{i}") for i in range(4)], tmp_path / "base")
@@ -362,7 +362,7 @@ def test_held_out_and_reviewed_sources_from_directories(tmp_path: Path):
 
 def test_reviewed_receipts_train_in_content_order_whatever_their_ids(tmp_path: Path):
     """A seeded retrain must not depend on the receipt ids upstream gave the same corrected receipts."""
-    from training.train import load_reviewed
+    from training.data import load_reviewed
 
     pages = [LabeledPage(_page(), [lab] * 2 + ["O"] * 12, id=lab)
              for lab in ("date", "total", "merchant_name")]

@@ -18,7 +18,8 @@ from socratext.model.model_dir import save_model_dir
 from socratext.model.tokenizer import learn_vocab, train_wordpiece
 from socratext.settings import REPO_ROOT
 from training.datasets.common import LabeledPage
-from training.train import batches, encode_pages, fresh_config, word_f1
+from training.scoring import word_f1
+from training.train import batches, encode_pages, fresh_config
 
 LABEL2ID = {t: i for i, t in enumerate(BIO_LABELS)}
 

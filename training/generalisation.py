@@ -21,7 +21,7 @@ from typing import Any
 
 from socratext.extractors.base import Extractor
 from training.datasets.common import LabeledPage
-from training.train import word_f1
+from training.scoring import word_f1
 
 FIELDS_SHOWN = ("merchant_name", "merchant_address", "date", "total")
 """The fields SROIE labels (its four key fields)."""

@@ -47,7 +47,7 @@ def synthetic_values(n: int, cached_only: bool = False) -> Iterator[Mapping[str,
 
 def reviewed_values(spec: str) -> Iterator[Mapping[str, str]]:
     """The reviewed fields of the learning loop's labelled records ("s3" or a directory)."""
-    from training.train import load_reviewed
+    from training.data import load_reviewed
 
     for page in load_reviewed(spec, log=lambda *a: print(*a, file=sys.stderr)):
         yield page.fields

@@ -17,10 +17,10 @@ training source; early stopping on the word-level macro F1 over labels seen in v
 
 Optimiser AdamW with linear warmup then linear decay; seeded (python, numpy, torch) for reproducible
 runs — on the CPU with `--threads 1`, the same data and seed give the same weights, because the WordPiece
-vocabulary (`learn_vocab`) and the order of reviewed receipts (`content_key`) do not depend on hash order
-or receipt ids either; TensorBoard logs in `runs/<run-name>/`; the best checkpoint (save_pretrained +
-tokenizer + labels.json + model_card.md) in `--out`; `--s3` also uploads the TensorBoard logs to
-`runs/<run-name>/` and the checkpoint to `training/<run-name>/model/` in the object store.
+vocabulary (`learn_vocab`) and the order of reviewed receipts (`training.data.content_key`) do not
+depend on hash order or receipt ids either; TensorBoard logs in `runs/<run-name>/`; the best checkpoint
+(save_pretrained + tokenizer + labels.json + model_card.md) in `--out`; `--s3` also uploads the
+TensorBoard logs to `runs/<run-name>/` and the checkpoint to `training/<run-name>/model/` in the object store.
 
 Retraining (the learning loop, see training/review/):
 
@@ -40,7 +40,6 @@ F1 is not below the current version's — otherwise nothing is published, and th
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -48,22 +47,26 @@ import shlex
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from socratext.labels import BIO_LABELS, LABEL_SET_VERSION, OTHER, WORD_LABELS
+from socratext.labels import BIO_LABELS, OTHER
 from socratext.model.encoding import Window, bio_tags, collate, encode_page, image_input, layout_boxes
-from socratext.model.extractor import LayoutModelExtractor, model_class, uses_images
+from socratext.model.extractor import model_class, uses_images
 from socratext.model.hints import enable_rule_hints, rule_hints, uses_rule_hints
 from socratext.model.model_dir import save_model_dir
 from socratext.model.tokenizer import load_tokenizer, train_wordpiece
 from socratext.settings import REPO_ROOT
+from training.card import model_card
+from training.data import load_data, load_reviewed, repeat_spec
 from training.datasets.common import VAL_FRACTION, LabeledPage, split_train_val
 from training.datasets.reconcile import TEXT_SIMILARITY
+from training.publish import Uploader, resolve_init, retrain_gate
+from training.scoring import evaluate_pages
 
 ARCHS = ("layoutlmv3-tiny", "layoutlmv3-mini", "layoutlmv3-small", "layoutlmv2-tiny", "layoutlmv2-small")
 MINI = {"hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 512,
@@ -72,190 +75,6 @@ MINI = {"hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "i
 (batch, L, L, bins) one-hot tensors — on a 300-token receipt they made a forward pass 3–10× slower on CPU
 than the transformer itself — so the mini model keeps the absolute 2-D box embeddings only (as
 LayoutLMv1 does, which reads receipts well), at hidden 128 × 3 layers."""
-SOURCES = ("synthetic", "sroie", "labelstudio")
-
-
-# --- data --------------------------------------------------------------------------------------------
-
-def load_data(sources: Sequence[str], n_synth: int, val_fraction: float, *, synth_ocr: bool = True,
-              synth_repeat: int = 1, synth_cached_only: bool = False, sroie_repeat: int = 1,
-              sroie_ocr: bool = False, reconcile: bool = False, reconcile_known: bool = False,
-              reconcile_similarity: float = TEXT_SIMILARITY,
-              corrections_repeat: int | Mapping[str, int] = 1,
-              with_images: bool = False, log: Any = print,
-              ) -> tuple[list[LabeledPage], list[LabeledPage], dict[str, Any]]:
-    """Training and validation pages from the named sources (held-out splits excluded)."""
-    train: list[LabeledPage] = []
-    val: list[LabeledPage] = []
-    stats: dict[str, Any] = {}
-    for src in sources:
-        t0 = time.perf_counter()
-        if src == "synthetic":
-            from training.datasets.synthetic import cache_path, load_synthetic, train_seeds
-
-            seeds = train_seeds(n_synth)
-            if synth_cached_only:  # use what a background job has already OCR'd, skip the rest
-                seeds = [s for s in seeds if cache_path(s, synth_ocr).is_file()]
-            pages = [load_synthetic(s, ocr=synth_ocr, with_image=with_images) for s in seeds]
-        elif src == "sroie":
-            from training.datasets.sroie import SROIE_DIR, load_sroie, train_stems
-
-            if not SROIE_DIR.exists():
-                log(f"skipping sroie: no data at {SROIE_DIR}")
-                continue
-            pages = [load_sroie(s, ocr=sroie_ocr, with_image=with_images)[0] for s in train_stems()]
-        elif src == "labelstudio":
-            from training.datasets.labelstudio import SAMPLE, load_export, split
-
-            if not SAMPLE.exists():
-                log(f"skipping labelstudio: no export at {SAMPLE}")
-                continue
-            pages = split(load_export())[0]
-        elif Path(src).is_dir():  # a directory of labelled records (training.review.records)
-            from training.review.records import load_labelled_pages
-
-            pages = load_labelled_pages(src, source=Path(src).name)
-        else:
-            raise ValueError(f"unknown data source {src!r}; one of {SOURCES} or a directory")
-        corrections: set[str] = set()
-        if reconcile and src in ("synthetic", "sroie"):
-            pages, taken, corrections = reconcile_pages(pages, known=reconcile_known,
-                                                        text_similarity=reconcile_similarity)
-            log(f"{src}: word labels taken from the rules: {dict(taken)}; "
-                f"{len(corrections)} pages with a proven correction of the rules")
-        tr, va = split_train_val(pages, val_fraction)
-        times = (corrections_repeat if isinstance(corrections_repeat, int)
-                 else corrections_repeat.get(src, 1))
-        tr = repeat_pages(tr, corrections, times)
-        if src == "synthetic":  # oversampling: the French target data is the scarcest
-            tr = tr * max(1, synth_repeat)
-        elif src == "sroie":  # oversampling: 205 real receipts against ~600 synthetic ones
-            tr = tr * max(1, sroie_repeat)
-        train += tr
-        val += va
-        stats[src] = {"train": len(tr), "val": len(va), "seconds": round(time.perf_counter() - t0, 1),
-                      "labels": dict(Counter(lab for p in tr for lab in p.labels if lab != OTHER))}
-        log(f"{src}: {len(tr)} train / {len(va)} val pages ({stats[src]['seconds']} s)")
-    return train, val, stats
-
-
-def reconcile_pages(pages: Sequence[LabeledPage], known: bool = False,
-                    text_similarity: float = TEXT_SIMILARITY,
-                    ) -> tuple[list[LabeledPage], Counter[str], set[str]]:
-    """`training.datasets.reconcile` on every page that has field values: the pages, how often each field
-    was taken from the rules, and the ids of the pages with a proven correction of the rules. `known`:
-    compare readings after correcting them with the known names and addresses of these same pages (what
-    serving does with reviewed receipts, `socratext.fields.known`)."""
-    import dataclasses
-
-    from socratext.fields.known import KnownValues
-    from training.datasets.reconcile import reconcile_with_rules
-
-    memory = KnownValues.from_fields(p.fields for p in pages) if known else None
-    out, taken, corrections = [], Counter[str](), set()
-    for p in pages:
-        if not p.fields:
-            out.append(p)
-            continue
-        rec = reconcile_with_rules(p.page, p.labels, p.fields, known=memory, text_similarity=text_similarity)
-        taken.update(rec.taken)
-        if rec.corrected:
-            corrections.add(p.id)
-        out.append(dataclasses.replace(p, labels=rec.labels))
-    return out, taken, corrections
-
-
-def repeat_spec(text: str) -> int | dict[str, int]:
-    """`--corrections-repeat`: "4" (every source) or "synthetic=4,sroie=1" (per source, others 1). Why per
-    source: synthetic corrections come from the generator's true boxes, SROIE's from matching key values
-    to OCR lines, and the model weighs them differently."""
-    if "=" not in text:
-        return int(text)
-    out = {}
-    for part in text.split(","):
-        src, _, n = part.partition("=")
-        out[src.strip()] = int(n)
-    return out
-
-
-def repeat_pages(pages: list[LabeledPage], ids: set[str], times: int) -> list[LabeledPage]:
-    """`pages`, with those whose id is in `ids` present `times` times in all: the pages where the derived
-    labels provably correct the rules are what a model with rule hints must learn, and they are few
-    (8 of 597 synthetic, 32 of 228 SROIE training receipts)."""
-    if times <= 1 or not ids:
-        return pages
-    return pages + [p for p in pages if p.id in ids] * (times - 1)
-
-
-def load_reviewed(spec: str, log: Any = print) -> list[LabeledPage]:
-    """Reviewed receipts: "s3" (labelled records under `settings.reviewed_dataset_prefix`) or a directory."""
-    from training.review.records import load_labelled_pages
-
-    if spec == "s3":
-        from socratext.settings import get_settings
-        from socratext.storage import ObjectStore
-
-        settings = get_settings()
-        pages = load_labelled_pages(settings.reviewed_dataset_prefix, store=ObjectStore(settings))
-        where = f"s3://{settings.s3_bucket}/{settings.reviewed_dataset_prefix}"
-    else:
-        pages, where = load_labelled_pages(spec), spec
-    log(f"reviewed: {len(pages)} labelled receipts from {where}")
-    return sorted(pages, key=content_key)
-
-
-def content_key(lp: LabeledPage) -> str:
-    """A digest of what a labelled page says (words, boxes, labels), to order reviewed receipts by.
-
-    Their store order follows receipt ids, which upstream assigns; ordering by content makes a seeded
-    retrain a function of the receipts themselves, so the same corrections give the same model."""
-    h = hashlib.sha1()
-    for w, lab in zip(lp.page.words, lp.labels, strict=True):
-        h.update(f"{w.text}\x1f{w.box}\x1f{lab}\x1e".encode())
-    return h.hexdigest()
-
-
-def load_held_out(spec: str, log: Any = print) -> list[LabeledPage]:
-    """The fixed held-out set: comma-separated `DIR` (labelled records), `s3:<prefix>` (labelled records
-    in the bucket), `labelstudio` (last 20 % of the sample), `sroie` (last 20 %, SROIE's own OCR lines),
-    `synthetic:N` (seeds 900000.., Tesseract, cached). Never trained on."""
-    from training.review.records import load_labelled_pages
-
-    pages: list[LabeledPage] = []
-    for part in (p.strip() for p in spec.split(",") if p.strip()):
-        if part.startswith("s3:"):
-            from socratext.settings import get_settings
-            from socratext.storage import ObjectStore
-
-            got = load_labelled_pages(part[3:], store=ObjectStore(get_settings()), source="held-out")
-        elif part == "labelstudio":
-            from training.datasets.labelstudio import load_export, split
-
-            got = split(load_export())[1]
-        elif part == "sroie":
-            from training.datasets.sroie import held_out_stems, load_sroie
-
-            got = [load_sroie(s)[0] for s in held_out_stems()]
-        elif part.startswith("synthetic:"):
-            from training.datasets.synthetic import HELD_OUT_SEED, load_synthetic
-
-            got = [load_synthetic(s) for s in range(HELD_OUT_SEED, HELD_OUT_SEED + int(part.split(":")[1]))]
-        elif Path(part).is_dir():
-            got = load_labelled_pages(part, source="held-out")
-        else:
-            raise ValueError(f"unknown held-out set {part!r}")
-        log(f"held-out {part}: {len(got)} pages")
-        pages += got
-    return pages
-
-
-def held_out_f1(model_dir: str | Path, pages: Sequence[LabeledPage], device: Any = "cpu",
-                max_length: int = 512, stride: int = 128) -> dict[str, Any]:
-    """Word-level F1 of a saved model (bare, without a rules combination) on the held-out pages."""
-    ext = LayoutModelExtractor.from_pretrained(model_dir, device=str(device), combine=False,
-                                               max_length=max_length, stride=stride, batch_size=16)
-    preds = ext.label([p.page for p in pages], [p.image for p in pages])
-    return word_f1([p.labels for p in pages], [[w.label for w in row] for row in preds])
 
 
 def encode_pages(pages: Sequence[LabeledPage], tokenizer: Any, label2id: dict[str, int], max_length: int,
@@ -284,46 +103,6 @@ def batches(windows: Sequence[Window], batch_size: int, rng: random.Random) -> l
         out += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
     rng.shuffle(out)
     return out
-
-
-# --- metrics -----------------------------------------------------------------------------------------
-
-def word_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict[str, Any]:
-    """Word-level precision/recall/F1 per non-O label, and their macro average over labels that occur
-    in the gold data (a label nobody annotated would only add a meaningless 0 or 1)."""
-    tp: Counter[str] = Counter()
-    fp: Counter[str] = Counter()
-    fn: Counter[str] = Counter()
-    for g_page, p_page in zip(gold, pred, strict=True):
-        for g, p in zip(g_page, p_page, strict=True):
-            if g == p:
-                if g != OTHER:
-                    tp[g] += 1
-            else:
-                if p != OTHER:
-                    fp[p] += 1
-                if g != OTHER:
-                    fn[g] += 1
-    per = {}
-    for lab in WORD_LABELS:
-        if lab == OTHER or tp[lab] + fn[lab] == 0:
-            continue
-        prec = tp[lab] / (tp[lab] + fp[lab]) if tp[lab] + fp[lab] else 0.0
-        rec = tp[lab] / (tp[lab] + fn[lab])
-        per[lab] = {"p": prec, "r": rec, "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
-                    "support": tp[lab] + fn[lab]}
-    macro = float(np.mean([v["f1"] for v in per.values()])) if per else 0.0
-    return {"macro_f1": macro, "per_label": per}
-
-
-def evaluate_pages(model: Any, tokenizer: Any, pages: Sequence[LabeledPage], max_length: int,
-                   stride: int, batch_size: int) -> dict[str, Any]:
-    """Word-level F1 of `model` on `pages` through the inference path (windows merged per word)."""
-    ext = LayoutModelExtractor(model, tokenizer, device=next(model.parameters()).device,
-                               max_length=max_length, stride=stride, batch_size=batch_size)
-    preds = ext.label([p.page for p in pages], [p.image for p in pages])
-    model.train()
-    return word_f1([p.labels for p in pages], [[w.label for w in row] for row in preds])
 
 
 # --- model -------------------------------------------------------------------------------------------
@@ -370,36 +149,6 @@ def build_model(spec: str, train_pages: Sequence[LabeledPage], *, vocab_size: in
                               "ignore_mismatched_sizes": True}
     model = model_class(cfg.model_type, cfg.architectures).from_pretrained(spec, **kwargs)
     return model, load_tokenizer(spec)
-
-
-# --- object store ------------------------------------------------------------------------------------
-
-class Uploader:
-    """Copies run artefacts to the object store: TensorBoard logs to `runs/<run-name>/`, checkpoints to
-    `training/<run-name>/model/` (in the configured bucket)."""
-
-    def __init__(self, run_name: str) -> None:
-        from socratext.settings import get_settings
-        from socratext.storage import ObjectStore
-
-        self.settings = get_settings()
-        self.store = ObjectStore(self.settings)
-        self.bucket = self.settings.s3_bucket
-        self.prefix = f"training/{run_name}"
-        self.runs_prefix = f"runs/{run_name}"
-        self.store.ensure_bucket(self.bucket)
-
-    def upload_dir(self, local: Path, sub: str, prefix: str | None = None) -> int:
-        prefix = prefix or f"{self.prefix}/{sub}"
-        n = 0
-        for f in sorted(local.rglob("*")):
-            if f.is_file():
-                ctype = "application/json" if f.suffix == ".json" else (
-                    "text/markdown" if f.suffix == ".md" else "application/octet-stream")
-                self.store.put_bytes(self.bucket, f"{prefix}/{f.relative_to(local).as_posix()}",
-                                     f.read_bytes(), ctype)
-                n += 1
-        return n
 
 
 # --- training ----------------------------------------------------------------------------------------
@@ -476,102 +225,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="with --s3: publish to the model registry under this name (default: the "
                          "--init-from registry name)")
     return ap.parse_args(argv)
-
-
-def resolve_init(args: argparse.Namespace) -> dict[str, Any] | None:
-    """`--init-from`: point `args.model` at the starting model's directory (a registry version is fetched
-    first) and say which model that is; None when training starts from `--model`."""
-    spec = args.init_from
-    if not spec:
-        return None
-    from socratext.registry import ModelRegistry, parse_model_ref
-
-    if parse_model_ref(spec) is not None:
-        from socratext.settings import get_settings
-
-        mv, path = ModelRegistry.from_settings(get_settings()).fetch_ref(spec)
-        args.model = str(path)
-        args.registry_name = args.registry_name or mv.name
-        return {"dir": path, "ref": f"{mv.name}@{mv.version}"}
-    from socratext.model.model_dir import read_labels_meta
-
-    meta = read_labels_meta(spec)
-    args.model = spec
-    return {"dir": Path(spec), "ref": f"{meta.get('name', Path(spec).name)}@{meta.get('version', '?')}"}
-
-
-def publish_decision(new_f1: float | None, current_f1: float | None, current: str | None,
-                     ) -> tuple[bool, str]:
-    """Whether a candidate may become the current version: always when there is none yet; otherwise only
-    with a held-out score that is not below the current version's on the same set."""
-    if current is None:
-        return True, "no current version yet"
-    if new_f1 is None or current_f1 is None:
-        return False, f"there is a current version ({current}) and no --held-out set to compare with"
-    if new_f1 < current_f1:
-        return False, f"held-out macro F1 {new_f1:.4f} < {current_f1:.4f} of the current version {current}"
-    return True, f"held-out macro F1 {new_f1:.4f} >= {current_f1:.4f} of the current version {current}"
-
-
-def retrain_gate(args: argparse.Namespace, out_dir: Path, card: dict[str, Any], device: Any,
-                 uploader: Uploader | None) -> int:
-    """Score the new checkpoint and the current model on the held-out set, record the figures in the model
-    card, and (with `--s3` and a registry name) publish the new version as current unless it is worse."""
-    from socratext.model.model_dir import CARD_FILE, render_card
-
-    pages = load_held_out(args.held_out) if args.held_out else []
-    name = args.registry_name if args.s3 else None
-    registry = None
-    baseline: tuple[str, Path] | None = None
-    if name:
-        from socratext.registry import ModelRegistry
-        from socratext.settings import get_settings
-
-        registry = ModelRegistry.from_settings(get_settings())
-        current = registry.current(name)
-        if current is not None:
-            baseline = (f"{name}@{current}", registry.fetch(name, current))
-    elif args.current:
-        baseline = (args.current["ref"], args.current["dir"])
-    new = held_out_f1(out_dir, pages, device, args.max_length, args.stride) if pages else None
-    base = (held_out_f1(baseline[1], pages, device, args.max_length, args.stride)
-            if pages and baseline else None)
-    if new is not None:
-        labels = sorted(set(new["per_label"]) | set((base or {}).get("per_label", {})))
-        print(f"held-out ({len(pages)} pages) word F1: new {new['macro_f1']:.4f}"
-              + (f" vs {baseline[0]} {base['macro_f1']:.4f}" if base and baseline else ""))
-        for lab in labels:
-            a = new["per_label"].get(lab, {}).get("f1", 0.0)
-            b = (base or {}).get("per_label", {}).get(lab, {}).get("f1")
-            print(f"  {lab:18s} {a:.3f}" + (f"  (current {b:.3f})" if b is not None else ""))
-        card["held_out"] = {"set": args.held_out, "pages": len(pages), "macro_f1": round(new["macro_f1"], 4),
-                            **{lab: round(m["f1"], 4) for lab, m in new["per_label"].items()}}
-        if base is not None and baseline is not None:
-            card["held_out"][f"current ({baseline[0]}) macro_f1"] = round(base["macro_f1"], 4)
-        (out_dir / CARD_FILE).write_text(render_card(card), encoding="utf-8")
-        (out_dir / "heldout_metrics.json").write_text(json.dumps(
-            {"set": args.held_out, "new": new, "current": base,
-             "current_model": baseline[0] if baseline else None}, indent=2))
-        if uploader is not None:
-            uploader.upload_dir(out_dir, "model")
-    if registry is None or name is None:
-        return 0
-    version = str(card.get("version"))
-    ok, why = publish_decision(new["macro_f1"] if new else None, base["macro_f1"] if base else None,
-                               baseline[0] if baseline else None)
-    if not ok:
-        print(f"not published: {why}")
-        return 0
-    metrics: dict[str, float] = {"val_macro_f1": float(card.get("validation_macro_f1", 0.0))}
-    if new is not None:
-        metrics["heldout_macro_f1"] = float(new["macro_f1"])
-        metrics["heldout_pages"] = float(len(pages))
-        metrics.update({f"heldout_f1_{lab}": float(m["f1"]) for lab, m in new["per_label"].items()})
-    if base is not None:
-        metrics["current_heldout_macro_f1"] = float(base["macro_f1"])
-    mv = registry.publish(name, version, out_dir, metrics, make_current=True)
-    print(f"published {mv.name}@{mv.version} as current: {why}")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training run, top to bottom
@@ -706,56 +359,6 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: C901 - one training
     if args.held_out or args.s3:
         return retrain_gate(args, out_dir, best_card, device, uploader)
     return 0
-
-
-def model_card(args: argparse.Namespace, command: str, run_name: str, data_stats: dict[str, Any],
-               metrics: dict[str, Any], history: list[dict[str, Any]], n_params: int, seconds: float,
-               ) -> dict[str, Any]:
-    per = {lab: f"F1 {m['f1']:.3f} (P {m['p']:.3f} R {m['r']:.3f}, {m['support']} words)"
-           for lab, m in metrics["per_label"].items()}
-    return {
-        "name": getattr(args, "registry_name", None) or f"socratext-{Path(args.model).name}",
-        "version": args.version or run_name,
-        "summary": ("Word-level token classifier for receipt fields (labels: socratext.labels, "
-                    f"label-set version {LABEL_SET_VERSION}); input = Tesseract words + 0–1000 boxes"
-                    + (" + image" if args.visual else ", no image (text + layout)")
-                    + (" + the rules extractor's label of every word (rule hints, socratext/model/hints.py)."
-                       if getattr(args, "rule_hints", False) else ".")),
-        "command": command,
-        "seed": args.seed,
-        "training_data": {k: f"{v['train']} train / {v['val']} val pages" for k, v in data_stats.items()},
-        "data_notes": [
-            "synthetic: training.synth.generator seeds 0..n-1, read by Tesseract, labels transferred from "
-            "ground-truth boxes" + (" (ground-truth words)" if args.synth_gt else ""),
-            "sroie: training split only (sorted stems, first 80 %), labels from key values matched to lines"
-            + (", transferred onto Tesseract words" if args.sroie_ocr else " (SROIE's own OCR words)"),
-            *(["synthetic and sroie: the rules extractor's word labels of a field replace the derived ones "
-               "unless the derived words are proven better (they read the true value, the rules' do not) "
-               "(training/datasets/reconcile.py)"
-               + (", values compared after correcting misread names and addresses with the split's known "
-                  "values (socratext/fields/known.py)" if getattr(args, "reconcile_known", False) else "")]
-              if getattr(args, "reconcile_labels", False) else []),
-            "labelstudio: first 80 % of tasks by id; code_tva mapped to O",
-            "held out, never trained on: SROIE last 20 %, Label Studio last 20 %, synthetic seeds >= 900000",
-        ] + ([f"reviewed: labelled receipts from {args.reviewed}, repeated {args.reviewed_repeat}x"]
-             if getattr(args, "reviewed", None) else [])
-          + ([f"started from {args.current['ref']}"] if getattr(args, "current", None) else []),
-        "hyperparameters": {"lr": args.lr, "batch_size": args.batch_size, "epochs": args.epochs,
-                            "max_length": args.max_length, "stride": args.stride,
-                            "vocab_size": args.vocab_size, "warmup": args.warmup,
-                            "weight_decay": args.weight_decay, "synth_repeat": args.synth_repeat,
-                            "sroie_repeat": args.sroie_repeat, "augment": args.augment,
-                            "box_mode": args.box_mode, "rule_hints": getattr(args, "rule_hints", False),
-                            "reconcile_labels": getattr(args, "reconcile_labels", False),
-                            "reconcile_known": getattr(args, "reconcile_known", False),
-                            "reconcile_similarity": getattr(args, "reconcile_similarity", TEXT_SIMILARITY),
-                            "corrections_repeat": getattr(args, "corrections_repeat", 1)},
-        "parameters": f"{n_params / 1e6:.2f} M",
-        "validation_macro_f1": round(metrics["macro_f1"], 4),
-        "validation_per_label": per,
-        "history": [json.dumps(h) for h in history],
-        "training_minutes": round(seconds / 60, 1),
-    }
 
 
 if __name__ == "__main__":
