@@ -2,7 +2,7 @@
 
     python docs/gen_events.py > docs/events.md
 
-Why generated: the schemas are what the workers validate against (streams/events.py), so a hand-written
+Why generated: the schemas are what the workers validate against (streams/events/), so a hand-written
 reference would drift from them; tests/test_deploy.py fails when the committed events.md is not what this
 script prints. The script reads whatever `*.json` schemas exist — a new topic or a new version shows up
 without touching this file — and takes the topic names and one-line descriptions from `socratext.topics`
