@@ -180,7 +180,7 @@ def _mount() -> None:
     from socratext.cli_models import models_app
     from socratext.cli_stack import stack_app
     from socratext.cli_stream import register
-    from socratext.replay import replay_cmd
+    from streams.replay import replay_cmd
 
     app.add_typer(stack_app, name="stack")
     app.add_typer(models_app, name="models")

@@ -1,7 +1,9 @@
 """The extraction path as a composition of batch stages: load → OCR → label → assemble.
 
-Each stage is a plain callable on a batch so the CLI (all stages in one process) and the streaming
-workers (OCR in one stage, labelling + assembly in another) call exactly the same code.
+Each stage is a plain callable on a batch. The CLI runs all of them in one process; the streaming
+workers run the OCR in one stage (`OcrStage`, in `streams.agents.ocr`) and the labelling + assembly in
+another (`socratext.extraction.extract_pages`, which `ExtractStage` wraps), around the parsing and
+publishing of events.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from pathlib import Path
 from PIL import Image, ImageFilter
 
 from socratext import errors
-from socratext.document import OcrPage, Receipt
+from socratext.document import OcrPage, Receipt, WordLabel
 from socratext.errors import SocratextError
+from socratext.extraction import ExtractFailure, extract_pages
 from socratext.extractors.base import Extractor
 from socratext.fields.known import KnownValues
 from socratext.settings import Settings, get_settings
@@ -198,7 +201,8 @@ class OcrStage:
 
 
 class ExtractStage:
-    """Label a micro-batch of OCR pages with one loaded extractor, then assemble each receipt's fields."""
+    """Label a micro-batch of OCR pages with one loaded extractor, then assemble each receipt's fields:
+    `socratext.extraction.extract_pages`, the stage-2 code the extraction workers run too."""
 
     def __init__(self, extractor: Extractor, settings: Settings | None = None,
                  known: KnownValues | None = None) -> None:
@@ -207,24 +211,22 @@ class ExtractStage:
         self.known = known if known is not None else load_known_values(self.settings.known_values,
                                                                        self.settings)
 
+    def run(self, pages: Sequence[OcrPage], images: Sequence[Image.Image | None] | None,
+            receipt_ids: Sequence[str], sources: Sequence[dict[str, str]],
+            rule_labels: Sequence[list[WordLabel] | None] | None = None) -> list[Receipt | ExtractFailure]:
+        """Per page, in order, its receipt or its `ExtractFailure`: a page that breaks the model or the
+        assembly is lost alone."""
+        return extract_pages(self.extractor, pages, images, receipt_ids, sources, rule_labels,
+                             review_threshold=self.settings.review_threshold, known=self.known)
+
     def __call__(self, pages: Sequence[OcrPage], images: Sequence[Image.Image | None] | None,
                  receipt_ids: Sequence[str], sources: Sequence[dict[str, str]]) -> list[Receipt]:
-        from socratext.fields.assemble import assemble_receipt
-
-        t0 = time.perf_counter()
-        labels = self.extractor.label(list(pages), list(images) if images is not None else None)
-        model_ms = (time.perf_counter() - t0) * 1e3 / max(len(pages), 1)
-        model = {"name": self.extractor.name, "version": self.extractor.version}
-        receipts = []
-        for page, labs, rid, src in zip(pages, labels, receipt_ids, sources, strict=True):
-            t1 = time.perf_counter()
-            rec = assemble_receipt(page, labs, receipt_id=rid, source=src, model=model,
-                                   review_threshold=self.settings.review_threshold, known=self.known)
-            rec.timings_ms["model"] = model_ms
-            rec.timings_ms["assemble"] = (time.perf_counter() - t1) * 1e3
-            rec.ocr, rec.word_labels = page, labs
-            receipts.append(rec)
-        return receipts
+        """Every page's receipt; the first failure's exception is raised (`run` keeps the others)."""
+        out = self.run(pages, images, receipt_ids, sources)
+        for res in out:
+            if isinstance(res, ExtractFailure):
+                raise res.error
+        return out  # type: ignore[return-value]
 
 
 @dataclass
@@ -320,13 +322,12 @@ def iter_extract_files(paths: Iterable[str | Path], extractor: Extractor | str |
         assert stage is not None
         batch = pending[:batch_size]
         del pending[:batch_size]
-        try:
-            recs = stage([p[0].page for p in batch], [p[0].image for p in batch], [p[1] for p in batch],
+        outs = stage.run([p[0].page for p in batch], [p[0].image for p in batch], [p[1] for p in batch],
                          [p[2] for p in batch])
-        except Exception as exc:  # a model failure must not lose the batch's identity
-            yield from (Failure(p[2]["path"], errors.MODEL_FAILED, str(exc)) for p in batch)
-            return
-        for rec, (res, _, _, load_ms) in zip(recs, batch, strict=True):
+        for rec, (res, _, src, load_ms) in zip(outs, batch, strict=True):
+            if isinstance(rec, ExtractFailure):  # only the page that broke the model or the assembly
+                yield Failure(src["path"], rec.code, rec.message)
+                continue
             rec.timings_ms = {"load": load_ms, **res.timings_ms, **rec.timings_ms}
             rec.timings_ms["total"] = sum(rec.timings_ms.values())
             yield rec

@@ -23,8 +23,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from socratext.document import OcrPage, Receipt, WordLabel
+from socratext.document import Receipt
 from socratext.errors import MODEL_FAILED, SocratextError
+from socratext.extraction import ExtractFailure, default_assemble, extract_pages
 from socratext.extractors.base import Extractor, uses_page_images
 from socratext.fields.known import KnownValues
 from socratext.settings import Settings
@@ -63,12 +64,6 @@ def release_heap() -> None:
     """Hand the frozen objects back to the collector (worker stop), so that the interpreter's exit
     finalises them as usual."""
     gc.unfreeze()
-
-
-def _default_assemble() -> Callable[..., Receipt]:
-    from socratext.fields.assemble import assemble_receipt
-
-    return assemble_receipt
 
 
 class ModelWatcher:
@@ -194,7 +189,7 @@ class ExtractDeps:
 
     settings: Settings
     extractor: Extractor
-    assemble: Callable[..., Receipt] = field(default_factory=_default_assemble)
+    assemble: Callable[..., Receipt] = field(default_factory=default_assemble)
     metrics: StreamMetrics | None = None
     watcher: ModelWatcher | None = None
     in_flight: int = 0  # batches being processed (counted by the agents, on the event loop)
@@ -322,48 +317,13 @@ async def watch_known_values(deps: ExtractDeps, executor: Executor) -> None:
     await _poll(w.poll_s, step, "known-values watcher")
 
 
-def _label_batch(pages: list[OcrPage], extractor: Extractor, images: list[Any] | None = None,
-                 rule_labels: list[list[WordLabel] | None] | None = None,
-                 ) -> list[list[WordLabel] | BaseException]:
-    """Label all pages in one model call; if that call fails, label them one by one so that only the
-    page that breaks the model is lost (and the error is attributed to it). `images`: the events' page
-    images (None where an event has none), for models that look at pixels; `rule_labels`: the rules'
-    labels the OCR stage sent (None where an event has none), for an extractor that takes them."""
-    if rule_labels is not None and not getattr(extractor, "takes_rule_labels", False):
-        rule_labels = None
-
-    def call(batch: list[OcrPage], imgs: list[Any] | None, rules: list[Any] | None) -> Any:
-        if rules is None:
-            return extractor.label(batch, imgs)
-        return extractor.label(batch, imgs, rule_labels=rules)  # type: ignore[call-arg]
-
-    def check(labels: Any, batch: list[OcrPage]) -> list[list[WordLabel]]:
-        if not isinstance(labels, list) or len(labels) != len(batch) or any(
-                len(lab) != len(p.words) for lab, p in zip(labels, batch, strict=True)):
-            raise SocratextError(MODEL_FAILED, "the extractor's label count does not match the words")
-        return labels
-
-    try:
-        return list(check(call(pages, images, rule_labels), pages))
-    except Exception as exc:  # noqa: BLE001 - fall back to isolate the culprit
-        if len(pages) == 1:
-            return [exc]
-        log.warning("batch of %d failed in the extractor; retrying one by one", len(pages),
-                    extra={"stage": STAGE})
-    out: list[list[WordLabel] | BaseException] = []
-    for k, p in enumerate(pages):
-        try:
-            out.append(check(call([p], [images[k]] if images else None,
-                                  [rule_labels[k]] if rule_labels else None), [p])[0])
-        except Exception as exc:  # noqa: BLE001
-            out.append(exc)
-    return out
-
-
 def process_extract_batch(raws: list[bytes], deps: ExtractDeps,
                           origins: list[Origin] | None = None) -> list[OutEvent]:
     """A micro-batch of `receipts.ocr` values → extracted (+ review) events and dead letters. Never raises;
-    one failing receipt does not spoil its batch. Blocking: the agent runs it in the thread pool."""
+    one failing receipt does not spoil its batch. Blocking: the agent runs it in the thread pool.
+
+    Parses the events, then runs stage 2 as the CLI does (`socratext.extraction.extract_pages`: one model
+    call, each page's failure its own, assembly), then turns each receipt into its events."""
     m = deps.metrics
     origins = origins or [Origin()] * len(raws)
     if m is not None:
@@ -389,39 +349,31 @@ def process_extract_batch(raws: list[bytes], deps: ExtractDeps,
     if not good:
         return out
 
-    known = {"known": deps.known} if deps.known is not None else {}  # one batch, one set of known values
-    model = {"name": extractor.name, "version": extractor.version}
-    t0 = time.perf_counter()
-    images = [ev.image for _, ev, _ in good]
-    rule_labels = [ev.rule_labels for _, ev, _ in good]
-    labels = _label_batch([ev.page for _, ev, _ in good], extractor,
-                          images if any(i is not None for i in images) else None,
-                          rule_labels if any(r is not None for r in rule_labels) else None)
-    model_s = (time.perf_counter() - t0) / len(good)
-    for (raw, ev, origin), labs in zip(good, labels, strict=True):
-        if isinstance(labs, BaseException):
-            out.append(dead(raw, stage=STAGE, exc=labs, receipt_id=ev.receipt_id, origin=origin, metrics=m,
-                            fallback_code=MODEL_FAILED))
+    results = extract_pages(extractor, [ev.page for _, ev, _ in good], [ev.image for _, ev, _ in good],
+                            [ev.receipt_id for _, ev, _ in good], [ev.source for _, ev, _ in good],
+                            [ev.rule_labels for _, ev, _ in good],
+                            review_threshold=deps.settings.review_threshold,
+                            known=deps.known,  # one batch, one set of known values
+                            assemble=deps.assemble)
+    for (raw, ev, origin), rec in zip(good, results, strict=True):
+        if isinstance(rec, ExtractFailure):
+            out.append(dead(raw, stage=STAGE, exc=rec.error, receipt_id=ev.receipt_id, origin=origin,
+                            metrics=m, fallback_code=rec.fallback_code))
             continue
         try:
-            t1 = time.perf_counter()
-            rec = deps.assemble(ev.page, labs, receipt_id=ev.receipt_id, source=ev.source, model=model,
-                                review_threshold=deps.settings.review_threshold, **known)
-            assemble_s = time.perf_counter() - t1
-            rec.timings_ms = {**ev.timings_ms, **rec.timings_ms, "model": model_s * 1e3,
-                              "assemble": assemble_s * 1e3}
+            rec.timings_ms = {**ev.timings_ms, **rec.timings_ms}  # the OCR stage's, then this stage's
             value = extracted_event(rec.export(), ev.uploaded_at, now_iso())
         except Exception as exc:  # noqa: BLE001
             out.append(dead(raw, stage=STAGE, exc=exc, receipt_id=ev.receipt_id, origin=origin, metrics=m))
             continue
         out.append(OutEvent(EXTRACTED, ev.receipt_id, value, origin))
         if rec.needs_review:
-            out.append(OutEvent(REVIEW, ev.receipt_id, review_event(value, ev.page, labs, ev.page_image),
-                                   origin))
+            out.append(OutEvent(REVIEW, ev.receipt_id, review_event(value, ev.page, rec.word_labels or [],
+                                                                    ev.page_image), origin))
         if m is not None:
             m.count(STAGE, "out")
-            m.observe_stage("model", model_s)
-            m.observe_stage("assemble", assemble_s)
+            m.observe_stage("model", rec.timings_ms["model"] / 1e3)
+            m.observe_stage("assemble", rec.timings_ms["assemble"] / 1e3)
             m.confidence.observe(rec.confidence)
             age = seconds_since(ev.uploaded_at)
             if age is not None and age >= 0:

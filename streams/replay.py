@@ -8,7 +8,9 @@ without a consumer group (nothing is committed, no worker is disturbed): per par
 record at or after `since` (Kafka's `offsets_for_times`, i.e. the OCR stage's publish time) up to the
 first record at or after `until`, or the partition's end when the replay started — so a replay always
 ends, even while the workers keep writing. Each page goes through `process_extract_batch`, the very
-function of the extraction workers, in micro-batches.
+function of the extraction workers, in micro-batches. (An operations tool of the streaming service, so it
+lives here, beside the workers, and not in the `socratext` library; `socratext.cli` mounts `replay_cmd`.
+The Kafka and worker modules are imported when a replay runs, not when the CLI starts.)
 
 Output: the extracted events as JSON Lines on stdout, or with `publish=True` on `receipts.extracted`
 (keyed by receipt id, so they supersede the earlier events in a compacted topic). Each carries a
