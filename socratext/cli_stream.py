@@ -44,7 +44,7 @@ def make_producer(settings: Settings) -> Any:
 
 def resolve_topic(settings: Settings, topic: str) -> str:
     """A logical name ("extracted", "review", ...) or a Kafka topic name."""
-    from streams.topics import TOPICS
+    from socratext.topics import TOPICS
 
     return TOPICS[topic].name(settings) if topic in TOPICS else topic
 
@@ -70,8 +70,8 @@ def upload_files(settings: Settings, files: list[tuple[str, bytes]], bucket: str
     from socratext.pipeline import receipt_id_for
     from socratext.stack import UPLOAD_PREFIX
     from socratext.storage import ObjectStore
+    from socratext.topics import SCHEMA_VERSION
     from streams.events import FILENAME_METADATA, check_filename, dumps, now_iso, s3_receipt_id
-    from streams.topics import SCHEMA_VERSION
 
     bucket = bucket or settings.s3_bucket
     announce = (not prefix.startswith(UPLOAD_PREFIX)) if announce is None else announce
