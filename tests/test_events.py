@@ -357,3 +357,33 @@ def test_asyncapi_document_matches_the_topics_and_schemas() -> None:
                         load_schema(EXTRACTED))
     jsonschema.validate(doc["components"]["messages"]["ReceiptDeadLetter"]["examples"][0]["payload"],
                         load_schema(DEADLETTER))
+
+
+def test_the_builders_write_every_property_their_schema_declares_and_the_parsers_read_them() -> None:
+    """One contract, two writings: the JSON Schemas (what consumers are promised) and the builders and
+    parsed records here. `additionalProperties: false` already refuses a key a builder adds without the
+    schema; this catches the other way round — a property the schema declares that nothing writes, or
+    that the parsed `OcrEvent` drops on the floor."""
+    import dataclasses
+
+    from PIL import Image
+
+    up = ev.parse_upload(ours())[0]
+    pg = page()
+    ocr = ev.ocr_event(up, pg, 1, 1, {"ocr": 1.0}, image=Image.new("RGB", (40, 60), "white"),
+                       rule_labels=[WordLabel("O", 0.9) for _ in pg.words])
+    assert set(ocr) == set(load_schema(OCR)["properties"])
+    envelope_only = {"schema_version", "parent_receipt_id"}  # checked, or not needed by stage 2
+    read = {f.name for f in dataclasses.fields(ev.OcrEvent)} | {"page_image"}
+    assert set(load_schema(OCR)["properties"]) - envelope_only <= read
+
+    receipt = {"receipt_id": "r-001", "source": up.source, "model": {"name": "rules", "version": "1"},
+               "fields": {}, "vat_lines": [], "items": [], "confidence": 0.4, "needs_review": True,
+               "timings_ms": {}}
+    extracted = ev.extracted_event(receipt, up.uploaded_at)
+    replay_only = {"replay"}  # added by `socratext replay` (streams/replay.py) to what it re-publishes
+    assert set(extracted) == set(load_schema(EXTRACTED)["properties"]) - replay_only
+    review = ev.review_event(extracted, pg, [WordLabel("O", 0.9) for _ in pg.words], ocr["page_image"])
+    assert set(review) == set(load_schema(REVIEW)["properties"])
+    dead = ev.deadletter_event(b"{}", stage="ocr", code="x", message="y", receipt_id=None)
+    assert set(dead) == set(load_schema(DEADLETTER)["properties"])
