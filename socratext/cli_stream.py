@@ -187,7 +187,9 @@ def worker_cmd(
     metrics_port: int = typer.Option(None, help="Default settings.metrics_port; 0 any free, -1 none."),
 ) -> None:
     """Run a streaming worker (Faust) until stopped with Ctrl-C / SIGTERM."""
-    if stage not in ("ocr", "extract", "all"):
+    from streams import STAGES
+
+    if stage not in STAGES:
         raise typer.BadParameter("stage must be ocr, extract or all")
     from streams.worker import run
 

@@ -53,6 +53,12 @@ class Word:
                    float(d.get("confidence", 1.0)), int(d.get("line_id", 0)), int(d.get("block_id", 0)))
 
 
+def page_receipt_id(receipt_id: str, page_number: int, page_count: int) -> str:
+    """A multi-page PDF is one receipt per page: `<id>-p<N>` (1-based); a single page keeps its id. The
+    batch tool and the OCR stage both name pages so, which makes their outputs comparable."""
+    return receipt_id if page_count == 1 else f"{receipt_id}-p{page_number}"
+
+
 @dataclass
 class OcrPage:
     """The OCR result of one receipt image: words in reading order and the image size they refer to."""

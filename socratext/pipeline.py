@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image, ImageFilter
 
 from socratext import errors
-from socratext.document import OcrPage, Receipt, WordLabel
+from socratext.document import OcrPage, Receipt, WordLabel, page_receipt_id
 from socratext.errors import SocratextError
 from socratext.extraction import ExtractFailure, extract_pages
 from socratext.extractors.base import Extractor
@@ -280,7 +280,7 @@ def ocr_file(path: Path, ocr: OcrStage, settings: Settings,
             return []
         images = load_images(data, name=path.name, settings=settings)
         load_ms = (time.perf_counter() - t0) * 1e3
-        page_ids = [rid if len(images) == 1 else f"{rid}-p{n}" for n in range(1, len(images) + 1)]
+        page_ids = [page_receipt_id(rid, n, len(images)) for n in range(1, len(images) + 1)]
         todo = [(img, pid) for img, pid in zip(images, page_ids, strict=True) if pid not in skip_ids]
         results = ocr([img for img, _ in todo]) if todo else []
         return [(res, pid, {"path": str(path)}, load_ms)

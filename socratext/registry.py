@@ -25,7 +25,6 @@ import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from socratext import errors
 from socratext.errors import SocratextError
 from socratext.settings import Settings
 from socratext.storage import ObjectStore, check_key, map_error
+from socratext.timestamps import now_iso
 
 MANIFEST = "manifest.json"
 CURRENT = "current.json"
@@ -48,10 +48,6 @@ CHECKSUM_MISMATCH = "model_checksum_mismatch"
 INVALID_NAME = "invalid_model_name"
 NO_PREVIOUS = "no_previous_version"
 MANIFEST_INVALID = "model_manifest_invalid"
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check_name(value: str, what: str = "name") -> str:

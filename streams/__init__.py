@@ -6,3 +6,6 @@ point and `streams.metrics` the Prometheus metrics and health endpoint.
 """
 
 import socratext  # noqa: F401, E402 - first: sets OMP_THREAD_LIMIT before torch or tesserocr loads
+
+STAGES = ("ocr", "extract", "all")
+"""What one worker process runs: the OCR stage, the extraction stage, or both (`--stage`)."""

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import faust
 
 from socratext.settings import Settings, get_settings
+from streams import STAGES
 from streams.delivery import (
     AtLeastOnce,
     Delivery,
@@ -35,7 +36,6 @@ from streams.metrics import StreamMetrics
 from streams.topics import OCR, TOPICS, UPLOADED, declare, topic_names
 
 APP_ID = "socratext"
-STAGES = ("ocr", "extract", "all")
 T = TypeVar("T")
 
 

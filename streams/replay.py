@@ -35,6 +35,7 @@ from rich.console import Console
 
 from socratext.errors import MALFORMED_EVENT, SocratextError
 from socratext.settings import Settings, get_settings
+from socratext.timestamps import format_time, now_iso
 
 err = Console(stderr=True)
 STALL_S = 60.0
@@ -53,10 +54,6 @@ def parse_when(value: str | datetime, what: str = "time") -> datetime:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.astimezone(timezone.utc)
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def to_ms(dt: datetime) -> int:
@@ -173,7 +170,7 @@ def replay(settings: Settings, since: datetime, until: datetime, extractor: Any,
     from streams.topics import DEADLETTER, EXTRACTED
 
     deps = ExtractDeps(settings, extractor, known=load_known_values(settings.known_values, settings))
-    marker = {"since": iso(since), "until": iso(until), "replayed_at": iso(datetime.now(timezone.utc))}
+    marker = {"since": format_time(since), "until": format_time(until), "replayed_at": now_iso()}
     size = batch_size or settings.batch_size
     stats = ReplayStats()
     seen: set[str] = set()
@@ -234,7 +231,7 @@ def replay_cmd(
     if t1 <= t0:
         raise typer.BadParameter("--until must be after --since")
     extractor = load_extractor(model or settings.model, settings)
-    err.print(f"replaying {settings.topic_ocr} [{iso(t0)}, {iso(t1)}) with {extractor.name} "
+    err.print(f"replaying {settings.topic_ocr} [{format_time(t0)}, {format_time(t1)}) with {extractor.name} "
               f"{extractor.version}", highlight=False)
     producer = None
     if publish:

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from socratext.settings import get_settings
+from streams import STAGES
 
 _STD_ATTRS = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime"}
 
@@ -81,7 +82,7 @@ def run(stage: str = "all", loglevel: str = "info", metrics_port: int | None = N
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m streams.worker", description=__doc__.split("\n")[0])
-    parser.add_argument("--stage", choices=("ocr", "extract", "all"), default="all")
+    parser.add_argument("--stage", choices=STAGES, default="all")
     parser.add_argument("--loglevel", default="info")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="default settings.metrics_port; 0 = any free port, -1 = no metrics server")

@@ -19,8 +19,9 @@ import pytest
 from socratext.document import OcrPage, Word, WordLabel
 from socratext.errors import SocratextError
 from socratext.settings import Settings
+from socratext.timestamps import format_time as iso
 from streams.events import dumps, ocr_event, parse_upload
-from streams.replay import Record, iso, parse_when, plan_ranges, replay
+from streams.replay import Record, parse_when, plan_ranges, replay
 from streams.topics import EXTRACTED, load_schema
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(read_text|open_text) is deprecated:DeprecationWarning")

@@ -16,6 +16,8 @@ import re
 import unicodedata
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from socratext.privacy import luhn_ok  # one mod-10 check for card numbers and SIREN/SIRET
+
 # --------------------------------------------------------------------------- text helpers
 
 
@@ -36,21 +38,6 @@ _FOLD = _build_fold_table()
 def fold(text: str) -> str:
     """Upper-case, accent-free copy of `text` with the same length (offsets stay valid)."""
     return text.translate(_FOLD).upper()
-
-
-def luhn_ok(digits: str) -> bool:
-    """The Luhn checksum shared by card numbers (PAN) and SIRET/SIREN numbers."""
-    if not digits.isdigit():
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
 
 
 # --------------------------------------------------------------------------- amounts

@@ -20,13 +20,12 @@ tests in tests/test_events.py hold it to that. The agents turn those errors into
 
 from __future__ import annotations
 
+from socratext.timestamps import format_time, now_iso
 from streams.events.envelope import (
     MAX_EVENT_BYTES,
     RECEIPT_ID_RE,
     dumps,
-    format_time,
     load_json,
-    now_iso,
     parse_time,
     receipt_id_hint,
     seconds_since,

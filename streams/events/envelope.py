@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from socratext.errors import MALFORMED_EVENT, UNKNOWN_SCHEMA_VERSION, SocratextError
+from socratext.timestamps import format_time
 from socratext.topics import SCHEMA_VERSION
 
 MAX_EVENT_BYTES = 1024 * 1024
@@ -18,14 +19,6 @@ RECEIPT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def now_iso() -> str:
-    return format_time(datetime.now(timezone.utc))
-
-
-def format_time(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(value: Any, what: str = "uploaded_at") -> str:

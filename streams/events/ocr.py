@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from socratext.document import OcrPage, WordLabel
+from socratext.document import OcrPage, WordLabel, page_receipt_id
 from socratext.errors import MALFORMED_EVENT, SocratextError
 from socratext.privacy import mask_page
 from socratext.topics import SCHEMA_VERSION
@@ -159,11 +159,6 @@ def _check_page_size(page: OcrPage) -> None:
     line, n = max(per_line.items(), key=lambda kv: kv[1], default=(0, 0))
     if n > MAX_LINE_WORDS:
         raise SocratextError(MALFORMED_EVENT, f"OCR line {line} has {n} words, over {MAX_LINE_WORDS}")
-
-
-def page_receipt_id(receipt_id: str, page_number: int, page_count: int) -> str:
-    """A multi-page PDF is one receipt per page: `<id>-p<N>` (1-based); a single page keeps its id."""
-    return receipt_id if page_count == 1 else f"{receipt_id}-p{page_number}"
 
 
 def ocr_event(upload: UploadEvent, page: OcrPage, page_number: int, page_count: int,

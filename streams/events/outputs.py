@@ -9,8 +9,9 @@ from typing import Any
 
 from socratext.document import OcrPage
 from socratext.privacy import mask_obj, mask_page, mask_pans
+from socratext.timestamps import now_iso
 from socratext.topics import SCHEMA_VERSION
-from streams.events.envelope import dumps, now_iso
+from streams.events.envelope import dumps
 
 MAX_DEADLETTER_ORIGINAL = 256 * 1024
 """The dead-letter event keeps at most this much of the original value (it must itself fit in Kafka)."""
