@@ -170,6 +170,8 @@ class Transactions:
         self.on_fatal = on_fatal or _stop_this_worker
         self.stable_offsets = stable_offsets
         self.failed: BaseException | None = None  # once set, nothing more is committed by this process
+        self._lost: set[TP] = set()  # fenced by another producer: nothing more of them until reassigned
+        self.lost_grace_s = 3.0 * float(settings.kafka_session_timeout_s)
         self._fault_paused = False
 
     # ------------------------------------------------------------------------------ partition ownership
@@ -187,6 +189,7 @@ class Transactions:
            `deliver` skips the events below the stable offset: they were published already."""
         mine = {tp for tp in tps if tp[0] == self.input_topic}
         self.assigned = (self.assigned or set()) | mine
+        self._lost -= mine  # given to this worker again by the group: its producer may take the id back
         for tp in mine:
             self._committed.pop(tp, None)  # the group's committed offset is the truth again
         for tp in sorted(mine):
@@ -208,6 +211,7 @@ class Transactions:
         mine = {tp for tp in tps if tp[0] == self.input_topic}
         if self.assigned is not None:
             self.assigned -= mine
+        self._lost -= mine  # the group knows: the stale batches are dropped as revoked now
         for tp in sorted(mine):
             async with self._lock(tp):
                 await self._drop(tp)
@@ -285,6 +289,8 @@ class Transactions:
                 self._count("committed")
 
     def _check_owned(self, tp: TP, generation: int | None) -> None:
+        if tp in self._lost:
+            raise Fenced("this worker's producer of the partition was fenced by its new owner")
         if self.assigned is not None and tp not in self.assigned:
             raise Fenced("the partition was revoked")
         current = self.generation()
@@ -350,6 +356,7 @@ class Transactions:
         except Exception as exc:
             if type(exc).__name__ in FENCED_ERRORS:
                 await self._drop(tp)
+                self._lose(tp)
                 raise Fenced(str(exc)) from exc
             await self._drop(tp)  # a producer in an unknown state is not reused
             raise
@@ -378,6 +385,23 @@ class Transactions:
         await producer.flush()
         log.warning("fault pause at %s", point, extra={"topic": self.input_topic})
         await asyncio.sleep(self.settings.fault_pause_s)
+
+    def _lose(self, tp: TP) -> None:
+        """Another producer took `tp`'s transactional id: its new owner. This process must not start a
+        producer for `tp` again until the group gives it back (`on_assigned`): a fresh producer would
+        take the id back, fence the rightful owner, and commit this zombie's stale batches (duplicates,
+        an offset behind the owner's). A zombie learns of the rebalance at its next heartbeat; if no
+        assignment comes within `lost_grace_s` (a fence without a rebalance: a transaction the broker
+        timed out), the worker stops and resumes from the committed offsets, rather than drop the
+        partition's events for good."""
+        self._lost.add(tp)
+
+        def still_lost() -> None:
+            if tp in self._lost and self.failed is None:
+                self._fail(Fenced(f"{tp[0]}:{tp[1]} fenced and not reassigned "
+                                  f"within {self.lost_grace_s:.0f} s"))
+
+        asyncio.get_running_loop().call_later(self.lost_grace_s, still_lost)
 
     # ------------------------------------------------------------------------------------- producers
 

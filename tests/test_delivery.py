@@ -211,6 +211,58 @@ def test_a_fenced_producer_aborts_and_drops_the_batch_without_stopping_the_worke
     assert [t["end"] for t in log] == ["aborted"] and fatal == []
 
 
+def test_a_fenced_zombie_never_takes_the_partition_back_until_the_group_gives_it_again() -> None:
+    """A woken zombie's first commit is fenced; its next batch of the same partition (fetched before the
+    freeze, same generation) must not start a fresh producer: that producer would take the transactional
+    id back from the rightful owner and publish the batch a second time (seen in CI as a duplicate)."""
+    fatal: list[BaseException] = []
+
+    async def go() -> tuple[list[dict[str, Any]], dict[str, FakeProducer]]:
+        log: list[dict[str, Any]] = []
+        txn, producers = make(log, fatal=fatal, fail_on="fenced")
+        first, second = [origin(0, 1)], [origin(0, 2)]
+        txn.begin(first + second)
+        await txn.deliver(first, [out(EXTRACTED, "a", first[0])])
+        made = len(producers)
+        producers.clear()
+
+        def healthy(txn_id: str) -> FakeProducer:  # a new producer would succeed: it must not be made
+            producers[txn_id] = FakeProducer(txn_id, log)
+            return producers[txn_id]
+
+        txn._make = healthy  # noqa: SLF001
+        await txn.deliver(second, [out(EXTRACTED, "b", second[0])])
+        assert producers == {} and made == 1
+        await txn.on_assigned([(IN, 0)])  # the group gives the partition back: commits resume
+        again = [origin(0, 2)]
+        txn.begin(again)
+        await txn.deliver(again, [out(EXTRACTED, "b", again[0])])
+        return log, producers
+
+    log, producers = asyncio.run(go())
+    assert [(t["sent"], t["end"]) for t in log] == [([], "aborted"), ([(NAMES[EXTRACTED], "b")], "committed")]
+    assert fatal == []
+
+
+def test_a_fence_without_a_rebalance_stops_the_worker_after_the_grace() -> None:
+    """Fenced (e.g. the broker timed the transaction out) yet still assigned: without a new assignment
+    the partition's events would be dropped for good, so the worker stops and resumes from the
+    committed offsets."""
+    fatal: list[BaseException] = []
+
+    async def go() -> None:
+        txn, _ = make([], fatal=fatal, fail_on="fenced")
+        txn.lost_grace_s = 0.05
+        o = [origin(0, 1)]
+        txn.begin(o)
+        await txn.deliver(o, [out(EXTRACTED, "z", o[0])])
+        assert fatal == []
+        await asyncio.sleep(0.2)
+
+    asyncio.run(go())
+    assert len(fatal) == 1 and "not reassigned" in str(fatal[0])
+
+
 def test_a_failed_commit_stops_the_worker_and_nothing_commits_after_it() -> None:
     fatal: list[BaseException] = []
 
