@@ -17,9 +17,9 @@ extraction stage must not see the OCR stage's aborted transactions) and sends no
 own (on its timer it would commit acknowledged offsets behind or ahead of the transactions' commits,
 and a rewound offset replays work that a transaction already committed).
 
-Within one partition the transactions commit in offset order: a batch waits for the batches with
-lower offsets of that partition (another agent instance's, with `extract_concurrency` > 1) before it
-commits, so a committed offset never skips a batch still in flight.
+Within one partition the committed offset never passes an event still in flight: agent instances
+(`extract_concurrency` > 1) take events from one queue, so their batches interleave, and a batch's
+events are committed only with the run of processed events at the head of the partition (`deliver`).
 
 **at_least_once**: the outputs are sent and their acknowledgements awaited, then Faust commits the
 input offsets on its timer (`streams.agents.publish`): a crash in between replays the input and
@@ -165,6 +165,7 @@ class Transactions:
         self._producers: dict[TP, Any] = {}
         self._locks: dict[TP, asyncio.Lock] = {}
         self._in_flight: dict[TP, dict[tuple[int | None, int], asyncio.Future[None]]] = {}
+        self._ready: dict[TP, dict[tuple[int | None, int], list[OutEvent]]] = {}  # processed, not committed
         self._committed: dict[TP, int] = {}  # next offset to read, as last committed by a transaction
         self.assigned: set[TP] | None = None  # None: not told yet (tests, or before the first assignment)
         self.on_fatal = on_fatal or _stop_this_worker
@@ -213,6 +214,8 @@ class Transactions:
             self.assigned -= mine
         self._lost -= mine  # the group knows: the stale batches are dropped as revoked now
         for tp in sorted(mine):
+            for generation in {gen for gen, _ in self._ready.get(tp, {})}:  # release batches waiting there
+                self._drop_waiting(tp, generation, [], Fenced("the partition was revoked"))
             async with self._lock(tp):
                 await self._drop(tp)
 
@@ -234,9 +237,9 @@ class Transactions:
         """A batch that will not be delivered (its processing failed, or was cancelled at shutdown):
         no later batch of this process may commit past it (`_fail`)."""
         groups = self._group(list(origins), [])
-        for (tp, generation), (offsets, _) in groups.items():
-            self._settle(tp, generation, offsets, exc)
         self._fail(exc)
+        for (tp, generation), (offsets, _) in groups.items():
+            self._drop_waiting(tp, generation, offsets, exc)
 
     def _fail(self, exc: BaseException) -> None:
         """Stop committing for good and stop the worker: an offset committed after a batch that was
@@ -250,7 +253,14 @@ class Transactions:
             self.on_fatal(exc)
 
     async def deliver(self, origins: list[Origin], outs: list[OutEvent]) -> None:
-        """Commit the batch: per input partition, its outputs and its next offset in one transaction.
+        """Commit the batch: per input partition, its outputs and the offset past them in one transaction.
+
+        Agent instances (`extract_concurrency` > 1) take events from one shared queue, so their batches
+        interleave inside a partition (one holds offsets 20 and 24, the other 22). A batch therefore
+        marks its events *ready*, and the longest run of ready events at the head of the partition's
+        in-flight events is committed, by whichever batch completes that run: the committed offset
+        never passes an event still in flight, and every output is committed once, with the offset
+        past its input.
 
         Events fetched before a rebalance (an older group generation), or of a partition this worker
         no longer owns, are dropped (Faust re-reads them from the committed offset, or their new
@@ -258,35 +268,82 @@ class Transactions:
         rather than let a later batch commit an offset past this one."""
         groups = self._group(origins, outs)
         for (tp, generation), (offsets, tp_outs) in sorted(groups.items(), key=lambda kv: kv[0][0]):
+            waits = [self._future(tp, generation, off) for off in offsets]
             try:
                 if self.failed is not None:
                     raise RuntimeError("delivery stopped after a failed batch") from self.failed
-                await self._wait_below(tp, generation, min(offsets))
+                self._check_owned(tp, generation)
+                by_offset: dict[int, list[OutEvent]] = {off: [] for off in offsets}
+                for out in tp_outs:
+                    off = out.origin.offset if out.origin is not None else None
+                    by_offset[off if off in by_offset else max(offsets)].append(out)
+                ready = self._ready.setdefault(tp, {})
+                for off, off_outs in by_offset.items():
+                    ready[(generation, off)] = off_outs
                 async with self._lock(tp):
-                    self._check_owned(tp, generation)
-                    done = self._committed.get(tp, 0)  # events below it were published and committed
-                    if max(offsets) < done:
-                        self._settle(tp, generation, offsets, None)
-                        self._count("redelivered")
-                        log.info("%d event(s) of %s:%d read again below its committed offset %d: skipped",
-                                 len(offsets), *tp, done)
-                        continue
-                    fresh = [o for o in tp_outs if o.origin is None or o.origin.offset is None
-                             or o.origin.offset >= done]
-                    await self._commit(tp, max(offsets) + 1, fresh)
+                    await self._commit_ready(tp, generation)
+                await asyncio.gather(*waits)  # committed by this batch, or by the one completing the run
             except Fenced as exc:
-                self._settle(tp, generation, offsets, exc)
+                self._drop_waiting(tp, generation, offsets, exc)
                 self._count("fenced")
                 log.warning("%d event(s) of %s:%d dropped, to be read again from its committed offset: %s",
                             len(offsets), *tp, exc)
             except BaseException as exc:
-                self._settle(tp, generation, offsets, exc)
+                self._drop_waiting(tp, generation, offsets, exc)
                 self._count("aborted")
                 self._fail(exc)
                 raise
             else:
-                self._settle(tp, generation, offsets, None)
                 self._count("committed")
+
+    async def _commit_ready(self, tp: TP, generation: int | None) -> None:
+        """Commit the run of ready events at the head of `tp`'s in-flight events (under `tp`'s lock)."""
+        ready = self._ready.get(tp, {})
+        run: list[int] = []
+        for off in sorted(off for gen, off in self._in_flight.get(tp, {}) if gen == generation):
+            if (generation, off) not in ready:
+                break
+            run.append(off)
+        if not run:
+            return  # an earlier event is still being processed: its batch commits this one's too
+        if self.failed is not None:
+            raise RuntimeError("delivery stopped after a failed batch") from self.failed
+        self._check_owned(tp, generation)
+        done = self._committed.get(tp, 0)  # events below it were published and committed
+        again = [off for off in run if off < done]
+        outs = [out for off in run if off >= done for out in ready[(generation, off)]]
+        try:
+            if max(run) >= done:
+                await self._commit(tp, max(run) + 1, outs)
+        except BaseException as exc:
+            for off in run:
+                ready.pop((generation, off), None)
+            self._settle(tp, generation, run, exc)
+            raise
+        for off in run:
+            ready.pop((generation, off), None)
+        self._settle(tp, generation, run, None)
+        if again:
+            self._count("redelivered")
+            log.info("%d event(s) of %s:%d read again below its committed offset %d: skipped",
+                     len(again), *tp, done)
+
+    def _future(self, tp: TP, generation: int | None, offset: int) -> asyncio.Future[None]:
+        """The in-flight future of one event (`begin` registers it; made here if it did not)."""
+        pending = self._in_flight.setdefault(tp, {})
+        fut = pending.get((generation, offset))
+        if fut is None:
+            fut = pending[(generation, offset)] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def _drop_waiting(self, tp: TP, generation: int | None, offsets: list[int], exc: BaseException) -> None:
+        """A batch that will not be committed: its events, and the ready events of the partition waiting
+        behind them (their batches would otherwise wait for ever), fail with `exc`."""
+        ready = self._ready.get(tp, {})
+        waiting = [off for gen, off in ready if gen == generation]
+        for off in waiting:
+            ready.pop((generation, off), None)
+        self._settle(tp, generation, sorted(set(offsets) | set(waiting)), exc)
 
     def _check_owned(self, tp: TP, generation: int | None) -> None:
         if tp in self._lost:
@@ -312,19 +369,6 @@ class Transactions:
             else:
                 groups[((o.topic, o.partition), o.generation)][1].append(out)
         return groups
-
-    async def _wait_below(self, tp: TP, generation: int | None, offset: int) -> None:
-        """Wait for the batches of this partition and generation with lower offsets (other agent
-        instances): a committed offset never skips a batch in flight."""
-        earlier = [f for (gen, off), f in self._in_flight.get(tp, {}).items()
-                   if gen == generation and off < offset]
-        if earlier:
-            results = await asyncio.gather(*earlier, return_exceptions=True)
-            failed = [r for r in results if isinstance(r, BaseException)]
-            if any(isinstance(r, Fenced) for r in failed):
-                raise Fenced(f"an earlier batch of {tp[0]}:{tp[1]} was dropped")
-            if failed:
-                raise RuntimeError(f"an earlier batch of {tp[0]}:{tp[1]} failed to commit") from failed[0]
 
     def _settle(self, tp: TP, generation: int | None, offsets: list[int], exc: BaseException | None) -> None:
         pending = self._in_flight.get(tp, {})

@@ -153,7 +153,52 @@ def test_a_later_batch_of_a_partition_commits_after_the_earlier_one() -> None:
         return log
 
     log = asyncio.run(go())
-    assert [t["offsets"][0] for t in log] == [{(IN, 0): 12}, {(IN, 0): 13}]
+    assert [(t["offsets"][0], t["sent"]) for t in log] == [
+        ({(IN, 0): 13}, [(NAMES[EXTRACTED], "f"), (NAMES[EXTRACTED], "s")])]  # the run 10-12, once
+
+
+def test_interleaved_batches_never_commit_past_an_event_in_flight_nor_wait_for_each_other() -> None:
+    """Agent instances share one queue, so their batches interleave inside a partition (seen in CI:
+    a batch holding offsets 20 and 24 committed 25 while 22 was in flight in the other; 22 was then
+    skipped as 'read again', and lost). Each output is committed once, with the offset past its run;
+    batches that wait on each other's events (20, 24 against 22, 26) both complete."""
+
+    async def go() -> list[dict[str, Any]]:
+        log: list[dict[str, Any]] = []
+        txn, _ = make(log)
+        a, b = [origin(0, 20), origin(0, 24)], [origin(0, 22), origin(0, 26)]
+        txn.begin([a[0], b[0], a[1], b[1]])
+        first = asyncio.create_task(txn.deliver(a, [out(EXTRACTED, f"a{o.offset}", o) for o in a]))
+        await asyncio.sleep(0.05)
+        assert [t["offsets"][0] for t in log] == [{(IN, 0): 21}], "only the run 20 may commit"
+        assert not first.done()
+        await asyncio.wait_for(txn.deliver(b, [out(EXTRACTED, f"b{o.offset}", o) for o in b]), 1)
+        await asyncio.wait_for(first, 1)
+        return log
+
+    log = asyncio.run(go())
+    assert [(t["offsets"][0], [k for _, k in t["sent"]], t["end"]) for t in log] == [
+        ({(IN, 0): 21}, ["a20"], "committed"), ({(IN, 0): 27}, ["b22", "a24", "b26"], "committed")]
+
+
+def test_a_dropped_batch_releases_the_batches_waiting_behind_it() -> None:
+    """The partition is revoked while a later batch waits for an earlier one: both are dropped (their
+    new owner redoes them), neither waits for ever."""
+
+    async def go() -> list[dict[str, Any]]:
+        log: list[dict[str, Any]] = []
+        txn, _ = make(log)
+        await txn.on_assigned([(IN, 0)])
+        early, later = [origin(0, 1)], [origin(0, 2)]
+        txn.begin(early + later)
+        waiting = asyncio.create_task(txn.deliver(later, [out(EXTRACTED, "l", later[0])]))
+        await asyncio.sleep(0.05)
+        await txn.on_revoked([(IN, 0)])
+        await asyncio.wait_for(txn.deliver(early, [out(EXTRACTED, "e", early[0])]), 1)
+        await asyncio.wait_for(waiting, 1)
+        return log
+
+    assert asyncio.run(go()) == []
 
 
 def test_a_batch_fetched_before_a_rebalance_is_dropped_not_committed() -> None:
