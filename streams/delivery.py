@@ -226,12 +226,11 @@ class Transactions:
     # --------------------------------------------------------------------------------------- delivery
 
     def begin(self, origins: Iterable[Origin]) -> None:
-        """Register a batch's input events as in flight (synchronously: consumption order)."""
-        loop = asyncio.get_running_loop()
+        """Register input events as in flight (synchronously, as they are taken off the queue:
+        `streams.agents.track_consumption`; again, harmlessly, when their batch starts)."""
         for o in origins:
             if o.topic is not None and o.partition is not None and o.offset is not None:
-                key = (o.generation, o.offset)
-                self._in_flight.setdefault((o.topic, o.partition), {})[key] = loop.create_future()
+                self._future((o.topic, o.partition), o.generation, o.offset)  # once: it may come twice
 
     def abandon(self, origins: Iterable[Origin], exc: BaseException) -> None:
         """A batch that will not be delivered (its processing failed, or was cancelled at shutdown):

@@ -380,3 +380,49 @@ def test_events_read_again_below_the_stable_committed_offset_are_not_published_t
 
     (t,) = asyncio.run(go())
     assert t["sent"] == [(NAMES[EXTRACTED], "c")] and t["offsets"][0] == {(IN, 0): 13}
+
+
+def test_an_event_waiting_in_another_instances_batch_buffer_holds_the_commit_back() -> None:
+    """Seen in CI: one instance's batch (offset 6) committed 7 while offset 5 sat in the other
+    instance's take() buffer, not yet a batch; 5 was then skipped as read again, and lost. The events
+    are registered as the instance takes them off the shared queue (a Faust stream processor)."""
+    from types import SimpleNamespace
+
+    from streams.agents import track_consumption
+
+    class FakeStream:
+        def __init__(self) -> None:
+            self.processors: list[Any] = []
+            self.current_event: Any = None
+
+        def add_processor(self, fn: Any) -> None:
+            self.processors.append(fn)
+
+        def take(self, o: Origin) -> None:  # what Faust does as an event leaves the queue
+            msg = SimpleNamespace(topic=o.topic, partition=o.partition, offset=o.offset,
+                                  generation_id=o.generation)
+            self.current_event = SimpleNamespace(message=msg)
+            for fn in self.processors:
+                fn(self.current_event)
+
+    async def go() -> list[dict[str, Any]]:
+        log: list[dict[str, Any]] = []
+        txn, _ = make(log)
+        buffering, batching = FakeStream(), FakeStream()
+        track_consumption(buffering, txn)
+        track_consumption(batching, txn)
+        buffering.take(origin(0, 5))  # still in the first instance's buffer
+        batching.take(origin(0, 6))
+        later = [origin(0, 6)]
+        txn.begin(later)
+        done = asyncio.create_task(txn.deliver(later, [out(EXTRACTED, "six", later[0])]))
+        await asyncio.sleep(0.05)
+        assert log == [], "committed past an event in another instance's buffer"
+        early = [origin(0, 5)]
+        txn.begin(early)
+        await txn.deliver(early, [out(EXTRACTED, "five", early[0])])
+        await asyncio.wait_for(done, 1)
+        return log
+
+    log = asyncio.run(go())
+    assert [(t["offsets"][0], [k for _, k in t["sent"]]) for t in log] == [({(IN, 0): 7}, ["five", "six"])]

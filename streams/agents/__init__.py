@@ -56,3 +56,26 @@ async def publish(outs: list[OutEvent], topics: dict[str, Any]) -> None:
             failed.append(dead(o.value_bytes(), stage=stage, exc=exc, receipt_id=o.key))
     for d in failed:
         await (await topics[DEADLETTER].send(key=d.key_bytes(), value=d.value_bytes()))
+
+
+def event_origin(event: Any) -> Origin:
+    """Where a Faust event was read: its partition, offset and consumer-group generation."""
+    m = event.message
+    return Origin(m.topic, m.partition, m.offset, m.generation_id)
+
+
+def track_consumption(stream: Any, delivery: Any) -> None:
+    """Register each event with `delivery` the moment this agent instance takes it off the queue that
+    the instances share (Faust runs a stream's processors then), not when its micro-batch is complete:
+    an event waiting in one instance's batch buffer is in flight, and another instance's batch of the
+    same partition must not commit an offset past it (it did: the event was then skipped as read
+    again, and lost)."""
+
+    def register(value: Any) -> Any:
+        event = stream.current_event
+        if event is not None:
+            delivery.begin([event_origin(event)])
+        return value
+
+    stream.add_processor(register)
+

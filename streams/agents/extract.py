@@ -29,7 +29,7 @@ from socratext.extraction import ExtractFailure, default_assemble, extract_pages
 from socratext.extractors.base import Extractor, uses_page_images
 from socratext.fields.known import KnownValues
 from socratext.settings import Settings
-from streams.agents import Origin, dead, log
+from streams.agents import Origin, dead, event_origin, log, track_consumption
 from streams.delivery import AtLeastOnce, Delivery
 from streams.events import (
     OcrEvent,
@@ -429,10 +429,10 @@ def register(app: Any, topics: dict[str, Any], deps: Callable[[], ExtractDeps], 
         loop = asyncio.get_running_loop()
         d = await loop.run_in_executor(executor, deps)
         d.agent_started(executor)
+        track_consumption(stream, delivery)
         try:
             async for events in stream.take_events(batch_size, within=batch_window_s):
-                origins = [Origin(e.message.topic, e.message.partition, e.message.offset,
-                                  e.message.generation_id) for e in events]
+                origins = [event_origin(e) for e in events]
                 await run_extract_batch([e.value for e in events], origins, d, delivery, executor)
         finally:
             d.agent_stopped()

@@ -21,7 +21,7 @@ from socratext.extractors.rules import label_page
 from socratext.privacy import mask_page
 from socratext.retry import Backoff, retry_call
 from socratext.settings import Settings
-from streams.agents import Origin, dead, log
+from streams.agents import Origin, dead, event_origin, log, track_consumption
 from streams.delivery import AtLeastOnce, Delivery
 from streams.events import OutEvent, UploadEvent, allowed_buckets, ocr_event, page_receipt_id, parse_upload
 from streams.metrics import StreamMetrics
@@ -185,9 +185,9 @@ def register(app: Any, topics: dict[str, Any], deps: Callable[[], OcrDeps], exec
     async def ocr_agent(stream: Any) -> None:
         loop = asyncio.get_running_loop()
         d = await loop.run_in_executor(executor, deps)
+        track_consumption(stream, delivery)
         async for event in stream.events():
-            msg = event.message
-            origin = Origin(msg.topic, msg.partition, msg.offset, msg.generation_id)
+            origin = event_origin(event)
             delivery.begin([origin])
             try:
                 outs = await loop.run_in_executor(executor, process_ocr_event, event.value, d, origin)
