@@ -310,17 +310,13 @@ class Transactions:
         self._check_owned(tp, generation)
         done = self._committed.get(tp, 0)  # events below it were published and committed
         again = [off for off in run if off < done]
-        outs = [out for off in run if off >= done for out in ready[(generation, off)]]
+        outs = [out for off in run for out in ready.pop((generation, off)) if off >= done]
         try:
             if max(run) >= done:
                 await self._commit(tp, max(run) + 1, outs)
         except BaseException as exc:
-            for off in run:
-                ready.pop((generation, off), None)
             self._settle(tp, generation, run, exc)
             raise
-        for off in run:
-            ready.pop((generation, off), None)
         self._settle(tp, generation, run, None)
         if again:
             self._count("redelivered")

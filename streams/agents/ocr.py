@@ -185,10 +185,9 @@ def register(app: Any, topics: dict[str, Any], deps: Callable[[], OcrDeps], exec
     async def ocr_agent(stream: Any) -> None:
         loop = asyncio.get_running_loop()
         d = await loop.run_in_executor(executor, deps)
-        track_consumption(stream, delivery)
+        track_consumption(stream, delivery)  # registers each event as in flight as it is taken
         async for event in stream.events():
             origin = event_origin(event)
-            delivery.begin([origin])
             try:
                 outs = await loop.run_in_executor(executor, process_ocr_event, event.value, d, origin)
             except BaseException as exc:  # cancelled at shutdown: later events must not commit past it
