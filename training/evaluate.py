@@ -55,6 +55,18 @@ def validation_sroie_stems(val_fraction: float = VAL_FRACTION) -> list[str]:
     return split_train_val(train_stems(), val_fraction)[1]
 
 
+def training_sroie_stems(val_fraction: float = VAL_FRACTION) -> list[str]:
+    """The SROIE stems `training.train` trains on (its training stems less the validation ones)."""
+    return split_train_val(train_stems(), val_fraction)[0]
+
+
+def evenly_spaced(items: list[str], n: int) -> list[str]:
+    """`n` items spread over the whole list (sorted SROIE stems change shop and layout along the list)."""
+    if n >= len(items):
+        return items
+    return [items[int(i * len(items) / n)] for i in range(n)]
+
+
 def validation_synth_seeds(n_synth: int = 2000, val_fraction: float = VAL_FRACTION) -> list[int]:
     """The synthetic seeds `training.train --n-synth N` keeps for validation."""
     return split_train_val(train_seeds(n_synth), val_fraction)[1]
@@ -355,9 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=None, help="number of receipts (synthetic default 100)")
     ap.add_argument("--first-seed", type=int, default=HELD_OUT_SYNTH_SEED,
                     help=f"first synthetic seed (held-out seeds start at {HELD_OUT_SYNTH_SEED})")
-    ap.add_argument("--split", choices=["held-out", "validation"], default="held-out",
+    ap.add_argument("--split", choices=["held-out", "validation", "train"], default="held-out",
                     help="held-out (the default, for reporting) or the pages training.train validates on "
-                         "(for choosing between models and settings without looking at the held-out set)")
+                         "(for choosing between models and settings without looking at the held-out set); "
+                         "SROIE's train: its training pages, --n of them evenly spaced (for choosing OCR "
+                         "settings on more receipts than validation has; the rules were written on them, "
+                         "so do not compare extractors there)")
     ap.add_argument("--n-synth", type=int, default=2000,
                     help="with --split validation: the training run's --n-synth (its last 10%% validate)")
     ap.add_argument("--extractors", default="rules,default",
@@ -370,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                          "words?) as JSON lines here, and print the misses per extractor and cause")
     ap.add_argument("--no-ocr-cache", action="store_true", help="always run Tesseract (no page cache)")
     args = ap.parse_args(argv)
+    if args.split == "train" and args.dataset != "sroie":
+        ap.error("--split train is SROIE's (synthetic training receipts are any seed below the held-out ones)")
 
     from tqdm import tqdm
 
@@ -384,7 +401,10 @@ def main(argv: list[str] | None = None) -> int:
         if not SROIE_DIR.exists():
             print(f"no SROIE data at {SROIE_DIR}", file=sys.stderr)
             return 2
-        stems = validation_sroie_stems() if args.split == "validation" else sroie_held_out()
+        stems = {"validation": validation_sroie_stems, "train": training_sroie_stems,
+                 "held-out": sroie_held_out}[args.split]()
+        if args.split == "train" and args.n:
+            stems = evenly_spaced(stems, args.n)
         n = min(args.n or len(stems), len(stems))
         samples, fields = iter_sroie(n, stems), list(KEY_TO_FIELD.values())
     elif args.dataset == "labelstudio":

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,15 @@ CUDNN_CONV_ALGO_SEARCH = "HEURISTIC"
 """rapidocr's default, EXHAUSTIVE, re-benchmarks convolution algorithms for every new input shape; with
 recognition crops of many widths that made recognition slower on a GPU than on the CPU in a public
 report (docling #4167); PaddleX recommends HEURISTIC."""
+
+
+REC_BATCH_CPU = 1
+"""Text lines per recognition call on the CPU. rapidocr pads a batch to its widest line; on the CPU the
+padding is pure cost and slightly hurts reading: one line per call read more SROIE words for 17 % less
+recognition time than its default 6 (docs/accuracy.md)."""
+
+REC_BATCH_CUDA = 6
+"""On a GPU batching is what makes it fast: rapidocr's default."""
 
 
 def available() -> bool:
@@ -161,9 +171,15 @@ class PpOcr(EnginePool, PageReader):
         use_cuda = (self.cuda_requested and not self.cuda_unavailable) or (
             self.settings.device == "auto" and cuda_provider_available())
         self.device = "cuda" if use_cuda else "cpu"
-        self.config = (f"ppocr det=PP-OCRv6-small rec=PP-OCRv6-small cls=off "
-                       f"threads={self.intra_op_threads} max_side={self.settings.ppocr_max_side}")
+        self.detector = self.settings.ppocr_detector if self.device == "cpu" else "float"
+        """'int8' or 'float': the network that finds text lines (the int8 one only runs on the CPU)."""
+        self.rec_batch = self.settings.ppocr_rec_batch or (REC_BATCH_CPU if self.device == "cpu"
+                                                           else REC_BATCH_CUDA)
+        self.config = (f"ppocr det=PP-OCRv6-small/{self.detector} rec=PP-OCRv6-small cls=off "
+                       f"threads={self.intra_op_threads} max_side={self.settings.ppocr_max_side} "
+                       f"det_min_side={self.settings.ppocr_det_min_side} rec_batch={self.rec_batch}")
         """Every option that changes what is read (the OCR caches' key)."""
+        self.detector_path = self._detector_path()
         self._start_pool()  # fail now (missing package, unreadable models), not per receipt
 
     @functools.cached_property
@@ -182,11 +198,30 @@ class PpOcr(EnginePool, PageReader):
             "Global.use_cls": False,
             "EngineConfig.onnxruntime.intra_op_num_threads": threads,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            **self._det_resize(),
+            "Rec.rec_batch_num": self.rec_batch,
         }
+        if self.detector_path is not None:
+            params["Det.model_path"] = str(self.detector_path)
         if self.device == "cuda":
             params["EngineConfig.onnxruntime.use_cuda"] = True
             params["EngineConfig.onnxruntime.cuda_ep_cfg.cudnn_conv_algo_search"] = CUDNN_CONV_ALGO_SEARCH
         return params
+
+    def _det_resize(self) -> dict[str, Any]:
+        return {"Det.limit_type": "min", "Det.limit_side_len": self.settings.ppocr_det_min_side}
+
+    def _detector_path(self) -> Path | None:
+        """The int8 detector (built on first use, `ppocr_int8`), or None for the wheel's float one."""
+        if self.detector != "int8":
+            return None
+        from socratext.ocr.ppocr_int8 import int8_detector
+
+        try:
+            return int8_detector(self.settings.ppocr_model_cache, self._det_resize(),
+                                 lambda img: self.prepare_with_info(img)[0])
+        except Exception as e:  # noqa: BLE001 - a failed build is a clear start-up error, not a crash
+            raise SocratextError(OCR_FAILED, f"cannot build the int8 PP-OCR detector: {e}") from e
 
     def _new_engine(self) -> Any:
         try:
