@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-ocr-cache", action="store_true", help="always run Tesseract (no page cache)")
     args = ap.parse_args(argv)
     if args.split == "train" and args.dataset != "sroie":
-        ap.error("--split train is SROIE's (synthetic training receipts are any seed below the held-out ones)")
+        ap.error("--split train is SROIE's (synthetic training receipts: any seed below the held-out ones)")
 
     from tqdm import tqdm
 
