@@ -80,6 +80,8 @@ VARIANTS = [
     # short side, recognition 6 lines per call
     Variant("ppocr-float736-rb6", "ppocr",
             ppocr=(("ppocr_detector", "float"), ("ppocr_det_min_side", 736), ("ppocr_rec_batch", 6))),
+    Variant("ppocr-float736-rb6-procs2", "ppocr", workers=2, pool="procs",
+            ppocr=(("ppocr_detector", "float"), ("ppocr_det_min_side", 736), ("ppocr_rec_batch", 6))),
     Variant("ppocr-float", "ppocr", ppocr=(("ppocr_detector", "float"),)),
     Variant("ppocr-rb6", "ppocr", ppocr=(("ppocr_rec_batch", 6),)),
     Variant("ppocr-det736", "ppocr", ppocr=(("ppocr_det_min_side", 736),)),
