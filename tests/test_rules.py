@@ -509,3 +509,58 @@ TOTAL                      RM 9.90
                                                    "43300 SERI KEMBANGAN")
     french = extract(page_from_text("CAFÉ DE LA GARE\n12 RUE DE LA PAIX\n75002 PARIS\nTOTAL TTC 12,50 EUR"))
     assert french["fields"]["merchant_name"]["value"] == "CAFÉ DE LA GARE"  # French keeps its accents
+
+
+def test_closing_lines_and_logo_debris_above_the_name_do_not_hide_it() -> None:
+    """Some shops print their thanks and return policy above their name, under a logo the OCR reads as
+    debris: the company row is still found among the first rows that say something."""
+    text = """
+O.UU U.UU
+3180404
+****** THANK YOU ******
+===== PLEASE VISIT US AGAIN =====
+Goods Sold Are Not Refundable
+Returnable Or Exchangeable
+20
+Rn
+ed 2814lis
+CHECKERS HYPERMARKET SDN BHD
+LOT 2942 & 2945, JLN SERI SENTOSA 8,
+58000 KUALA LUMPUR.
+TOTAL                      RM 9.90
+"""
+    fields = extract(page_from_text(text))["fields"]
+    assert fields["merchant_name"]["value"] == "CHECKERS HYPERMARKET SDN BHD"
+    assert fields["merchant_address"]["value"].startswith("LOT 2942 & 2945, JLN SERI SENTOSA 8")
+    # the branch in brackets under the company row is part of the name; a company number is not
+    branch = text.replace("SDN BHD\n", "SDN BHD\n(JALAN KLANG LAMA)\n")
+    fields = extract(page_from_text(branch))["fields"]
+    assert fields["merchant_name"]["value"] == "CHECKERS HYPERMARKET SDN BHD (JALAN KLANG LAMA)"
+    assert fields["merchant_address"]["value"].startswith("LOT 2942")
+    number = text.replace("SDN BHD\n", "SDN BHD\n(961394-X)\n")
+    assert extract(page_from_text(number))["fields"]["merchant_name"]["value"] == "CHECKERS HYPERMARKET SDN BHD"
+
+
+@pytest.mark.parametrize(("printed", "name"), [
+    ("KING'S CONFECTIONERY S/B 273500-U (KJ1)", "KING'S CONFECTIONERY S/B"),  # no brackets, a branch
+    ("Anzel Advertising (M) Sdn bhd (759785-H)", "Anzel Advertising (M) Sdn bhd"),  # a lower-case form
+])
+def test_legal_form_ends_the_name(printed: str, name: str) -> None:
+    text = f"""
+{printed}
+NO 5, JALAN PUDU, 55100 KUALA LUMPUR
+TOTAL                      RM 9.90
+"""
+    assert extract(page_from_text(text))["fields"]["merchant_name"]["value"] == name
+
+
+def test_jl_street_and_selangor_de_belong_to_the_address() -> None:
+    text = """
+RESTAURANT SIN DU
+K3-113, JL IBRAHIM SULTAN
+80300 JOHOR BAHRU
+SELANGOR D.E.
+TOTAL                      RM 9.90
+"""
+    address = extract(page_from_text(text))["fields"]["merchant_address"]["value"]
+    assert address.startswith("K3-113, JL IBRAHIM SULTAN") and address.endswith("SELANGOR D.E.")

@@ -74,7 +74,9 @@ SKIP_HEADER = re.compile(
     r"CO[- .]?REG|\bREG\b|COMPANY NO|ROC NO|WWW\.|HTTP|@|\bCOPY\b|\bORIGINAL\b|CLIENT|\bVENDEUR\b|"
     r"^\W*(?:CO\.?\s*NO\.?|ROC|COMPANY)?[\s.:]*\(?[A-Z]{0,2}\d{3,}[\s-]*[A-Z]?\)?\W*$|"
     r"\bHOTE\b|\bSERVEUR\b|\bTABLE\s*(?:N\W*)?\d|\bCOUVERTS?\b|FORMERLY|LICENSEE|^\W*[A-Z]?\W*$|BONJOUR|\bOPEN\b|"
-    r"\bOUVERT\b|HORAIRES|CAPITAL|\bDU LUNDI\b|MAGASIN\s*N|\bSTORE\s*#|VOTRE\b|\bMAGASIN\b\s*:"
+    r"\bOUVERT\b|HORAIRES|CAPITAL|\bDU LUNDI\b|MAGASIN\s*N|\bSTORE\s*#|VOTRE\b|\bMAGASIN\b\s*:|"
+    # a receipt's closing lines, which some shops print above their name
+    r"\bPLEASE\b|\bVISIT US\b|\bCOME AGAIN\b|REFUNDABLE|EXCHANGEABLE|RETURNABLE|\bGOODS SOLD\b"
 )
 # What a company row says when the shop's own name is on the row above: legal forms and trades only.
 GENERIC_NAME = re.compile(
@@ -87,7 +89,7 @@ COMPANY_KW = re.compile(r"\bSDN\.?\s*B|\bBHD\b|\bS/B\b|\bENTERPRISE\b|\bTRADING\
 STREET_KW = re.compile(
     r"\b(?:RUE|AVENUE|AV|BOULEVARD|BD|BLD|PLACE|PL|QUAI|ROUTE|RTE|CHEMIN|CHE|ALLEE|COURS|IMPASSE|"
     r"ZAC|ZI|ZA|ZONE|CENTRE COMMERCIAL|C\.?C|GALERIE|PARC|CHAUSSEE|FAUBOURG|FBG|LIEU[- ]DIT|"
-    r"LOT|JALAN|JLN|NO|TAMAN|LORONG|KAWASAN|BANGUNAN|LEVEL|BLOCK|BLOK|WISMA|PLAZA|MENARA|PERSIARAN|"
+    r"LOT|JALAN|JLN|JL|NO|TAMAN|LORONG|KAWASAN|BANGUNAN|LEVEL|BLOCK|BLOK|WISMA|PLAZA|MENARA|PERSIARAN|"
     r"LEBUH|BATU|KM|KG|KAMPUNG|SEKSYEN|BANDAR|PUSAT|INDUSTRIAL|PERINDUSTRIAN|SUITE|FLOOR|FLR|TINGKAT|UNIT|"
     r"BLK|MALL|SHOPPING CENTRE|CENTRE|SECTION)\b\.?"
 )
@@ -98,7 +100,7 @@ MY_STATES = re.compile(
     r"^(?:\W*(?:SELANGOR|JOHOR|KUALA LUMPUR|W\.?P\.? KUALA LUMPUR|PULAU PINANG|PENANG|PERAK|KEDAH|KELANTAN|"
     r"TERENGGANU|PAHANG|MELAKA|MALACCA|NEGERI SEMBILAN|SABAH|SARAWAK|PERLIS|PUTRAJAYA|LABUAN|"
     r"SELANGOR DARUL EHSAN|JOHOR DARUL TAKZIM|DARUL EHSAN|DARUL TAKZIM|WILAYAH PERSEKUTUAN(?: KUALA LUMPUR)?|"
-    r"MALAYSIA|FRANCE)\W*)+$"
+    r"D\.?\s?E|MALAYSIA|FRANCE)\W*)+$"
 )
 PHONE = re.compile(r"(?:\+?\d{1,3}[ .-]?)?(?:\(?0\d\)?[ .-]?)\d{2,4}(?:[ .-]?\d{2,4}){2,4}")
 ITEM_HEADER = re.compile(r"DESIGNATION|\bQTE\b|\bQTY\b|\bPRIX\b|\bARTICLES?\b|\bDESCRIPTION\b|\bITEM\b|"
@@ -110,6 +112,10 @@ NOT_ITEM = re.compile(
 )
 LOYALTY = re.compile(r"FIDELITE|LOYALTY|MEMBER|\bCLUB\b|POINTS|CAGNOTTE")
 AMOUNT_ONLY = re.compile(r"[^A-Z]*(?:RM|EUR|MYR|E)?[^A-Z]*")
+# A company's branch in brackets on the row under its name: words only (a number there is the company's)
+BRANCH_ROW = re.compile(r"\(\s*[A-Z][A-Z .&'-]*\)")
+# "KING'S CONFECTIONERY S/B 273500-U (KJ1)": a legal form, then the company number (and a branch code)
+REG_AFTER_FORM = re.compile(r"(?:\bS/B|\bBHD|\bPLT)\.?(?=\s*,?\s*[A-Z]{0,2}\d{4,}[\s-]*[A-Z]\b)")
 REG_NUMBER = re.compile(r"\s\(\s*(?:CO\.?\s*(?:NO|REG)\.?\s*:?\s*)?[A-Z]{0,2}\d{3,}[\s-]*[A-Z]?\s*\)\s*$")
 CURRENCY_WORD = re.compile(r"^(?:€|EUR|EUROS?|RM|MYR|\$|USD|£|GBP|CHF)$")
 QTY_X_PRICE = re.compile(
@@ -121,7 +127,8 @@ VAT_CODE_RATE = re.compile(r"^\W*(?:TVA\s*)?(?:[A-F]|T\d|\d)?\W*\s(?P<r>\d{1,2}(
 PCT = re.compile(r"(?<![\d.,])(?P<r>\d{1,2}(?:\s?[.,:]\s?\d{1,2})?)\s?%")  # OCR: "20, 00%", "5:5%"
 
 SLIP_AMOUNT = re.compile(r"\bMONTANT\b\s*:?\s*(?:EUR|€)?\s*\d")  # the card slip's "MONTANT : 12,50 EUR"
-SMALL_WORDS = frozenset({"de", "la", "du", "le", "les", "des", "et", "sur", "en", "au", "aux"})
+SMALL_WORDS = frozenset({"de", "la", "du", "le", "les", "des", "et", "sur", "en", "au", "aux",
+                         "sdn", "bhd", "plt"})  # "... (M) Sdn bhd": a legal form in lower case, not debris
 
 P_STRONG, P_GOOD, P_WEAK = 0.9, 0.8, 0.6
 
@@ -426,7 +433,10 @@ class _Labeller:
         name_rows: list[int] = []
         address_start: int | None = None
         first_postcode = next((r for r in range(top) if POSTCODE.search(self.rows[r].folded)), top)
-        company = [r for r in range(min(top, 6, first_postcode)) if COMPANY_KW.search(self.rows[r].folded)
+        # The company row among the first six rows that say something: a "THANK YOU" banner, a slogan
+        # and logo debris above the name do not push it out of reach.
+        said = [r for r in range(min(top, first_postcode)) if not self._trivial(r)][:6]
+        company = [r for r in said if COMPANY_KW.search(self.rows[r].folded)
                    and not SKIP_HEADER.search(self.rows[r].folded)]
         candidates: list[int] = []
         for r in range(top):
@@ -463,12 +473,18 @@ class _Labeller:
                 and last_name + 1 < top and ")" in self.rows[last_name + 1].folded
                 and not self._addressy(last_name + 1) and not self._trivial(last_name + 1)):
             name_rows.append(last_name + 1)  # "KEDAI ENTERPRISE (SETIA" / "ALAM)": the bracket closes below
+        elif (name_rows and company and last_name + 1 < top
+              and BRANCH_ROW.fullmatch(self.rows[last_name + 1].folded.strip())):
+            name_rows.append(last_name + 1)  # "CHECKERS HYPERMARKET SDN BHD" / "(JALAN KLANG LAMA)": the branch
         for r in name_rows:
             row = self.rows[r]
             words = row.words
             m = REG_NUMBER.search(row.folded)
+            after_form = REG_AFTER_FORM.search(row.folded)
             if m and m.start() > 0:  # "99 SPEED MART S/B (519537-X)": the company number is not the name
                 words = row.words_in(0, m.start())
+            elif after_form:
+                words = row.words_in(0, after_form.end())
             self.set(self._trim_noise(words), "merchant_name", P_GOOD)
         last = name_rows[-1] if name_rows else address_start - 1
         addr: list[int] = []
