@@ -475,7 +475,7 @@ class _Labeller:
             name_rows.append(last_name + 1)  # "KEDAI ENTERPRISE (SETIA" / "ALAM)": the bracket closes below
         elif (name_rows and company and last_name + 1 < top
               and BRANCH_ROW.fullmatch(self.rows[last_name + 1].folded.strip())):
-            name_rows.append(last_name + 1)  # "CHECKERS HYPERMARKET SDN BHD" / "(JALAN KLANG LAMA)": the branch
+            name_rows.append(last_name + 1)  # "CHECKERS ... SDN BHD" / "(JALAN KLANG LAMA)": the branch
         for r in name_rows:
             row = self.rows[r]
             words = row.words
