@@ -527,6 +527,9 @@ def test_sigterm_finishes_and_commits_the_batch_in_flight(
     regular.stop()
     try:
         slow.start()
+        # Healthy is not yet a group member: upload once it owns the partitions, or the OCR stage (about
+        # 2 s a receipt) may publish the pages before anyone reads them and nothing is in flight at the stop.
+        _wait_for_log(slow, "Executing _on_partitions_assigned")
         ids = _upload(stack, _files(3, base=8800))
         assert ledger.poll_until(lambda: {e["receipt_id"] for _, e in ledger.of(ids, OCR)} >= ids, 90), \
             "the OCR stage did not produce the pages"
