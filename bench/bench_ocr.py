@@ -27,6 +27,7 @@ from socratext.imaging import load_image_file
 from socratext.ocr.preprocess import preprocess_with_info
 from socratext.ocr.tesseract import TesseractOcr
 from socratext.settings import REPO_ROOT, Settings
+from training.datasets.common import evenly_spaced
 
 SROIE = REPO_ROOT.parent / "shared" / "data" / "sroie"
 
@@ -106,11 +107,7 @@ def word_recall(gt: list[str], ocr: list[str]) -> float:
 def sample_stems(root: Path, n: int) -> list[str]:
     """`n` evenly spaced stems of the training part (sorted stems, index < int(0.8 * total))."""
     stems = sorted(p.stem for p in (root / "img").glob("*.jpg") if (root / "box" / f"{p.stem}.csv").exists())
-    train = stems[: int(0.8 * len(stems))]
-    if n >= len(train):
-        return train
-    step = len(train) / n
-    return [train[int(i * step)] for i in range(n)]
+    return evenly_spaced(stems[: int(0.8 * len(stems))], n)
 
 
 @dataclass

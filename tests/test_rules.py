@@ -468,6 +468,8 @@ TOTAL                      RM 9.90
     ("Dimiliki: BANH MI CAFE SDN BHD 1110644-W", "BANH MI CAFE SDN BHD"),
     ("99 SPEED MART 5/B", "99 SPEED MART S/B"),  # the deep OCR's 5 for S
     ("RESTAURANT 1988 SDN BHD", "RESTAURANT 1988 SDN BHD"),  # a number in the name stays
+    ("KING'S CONFECTIONERY S/B 273500-U (KJ1)", "KING'S CONFECTIONERY S/B"),  # no brackets, a branch
+    ("Anzel Advertising (M) Sdn bhd (759785-H)", "Anzel Advertising (M) Sdn bhd"),  # a lower-case form
 ])
 def test_registration_number_and_owner_prefix_are_not_the_name(printed: str, name: str) -> None:
     text = f"""
@@ -540,19 +542,6 @@ TOTAL                      RM 9.90
     number = text.replace("SDN BHD\n", "SDN BHD\n(961394-X)\n")
     fields = extract(page_from_text(number))["fields"]
     assert fields["merchant_name"]["value"] == "CHECKERS HYPERMARKET SDN BHD"
-
-
-@pytest.mark.parametrize(("printed", "name"), [
-    ("KING'S CONFECTIONERY S/B 273500-U (KJ1)", "KING'S CONFECTIONERY S/B"),  # no brackets, a branch
-    ("Anzel Advertising (M) Sdn bhd (759785-H)", "Anzel Advertising (M) Sdn bhd"),  # a lower-case form
-])
-def test_legal_form_ends_the_name(printed: str, name: str) -> None:
-    text = f"""
-{printed}
-NO 5, JALAN PUDU, 55100 KUALA LUMPUR
-TOTAL                      RM 9.90
-"""
-    assert extract(page_from_text(text))["fields"]["merchant_name"]["value"] == name
 
 
 def test_jl_street_and_selangor_de_belong_to_the_address() -> None:

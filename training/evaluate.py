@@ -26,7 +26,7 @@ from PIL import Image
 from socratext.document import OcrPage
 from socratext.fields import normalize
 from socratext.fields.known import KnownValues
-from training.datasets.common import CACHE_DIR, VAL_FRACTION, image_key, split_train_val
+from training.datasets.common import CACHE_DIR, VAL_FRACTION, evenly_spaced, image_key, split_train_val
 from training.datasets.reconcile import same_value
 from training.datasets.sroie import KEY_TO_FIELD, SROIE_DIR, contract_gold, read_key, train_stems
 from training.datasets.sroie import held_out_stems as sroie_held_out
@@ -58,13 +58,6 @@ def validation_sroie_stems(val_fraction: float = VAL_FRACTION) -> list[str]:
 def training_sroie_stems(val_fraction: float = VAL_FRACTION) -> list[str]:
     """The SROIE stems `training.train` trains on (its training stems less the validation ones)."""
     return split_train_val(train_stems(), val_fraction)[0]
-
-
-def evenly_spaced(items: list[str], n: int) -> list[str]:
-    """`n` items spread over the whole list (sorted SROIE stems change shop and layout along the list)."""
-    if n >= len(items):
-        return items
-    return [items[int(i * len(items) / n)] for i in range(n)]
 
 
 def validation_synth_seeds(n_synth: int = 2000, val_fraction: float = VAL_FRACTION) -> list[int]:

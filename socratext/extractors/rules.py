@@ -480,10 +480,9 @@ class _Labeller:
             row = self.rows[r]
             words = row.words
             m = REG_NUMBER.search(row.folded)
-            after_form = REG_AFTER_FORM.search(row.folded)
             if m and m.start() > 0:  # "99 SPEED MART S/B (519537-X)": the company number is not the name
                 words = row.words_in(0, m.start())
-            elif after_form:
+            elif after_form := REG_AFTER_FORM.search(row.folded):
                 words = row.words_in(0, after_form.end())
             self.set(self._trim_noise(words), "merchant_name", P_GOOD)
         last = name_rows[-1] if name_rows else address_start - 1

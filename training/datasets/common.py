@@ -215,6 +215,15 @@ def group_lines(boxes: Sequence[Sequence[float]], min_overlap: float = 0.5) -> l
 VAL_FRACTION = 0.1  # training.train's --val-fraction default; training.evaluate --split validation reads it
 
 
+def evenly_spaced(items: Sequence[Any], n: int) -> list[Any]:
+    """`n` items spread over the whole list, first included (sorted SROIE stems change shop and layout
+    along the list, so its first `n` would be a few shops)."""
+    if n >= len(items):
+        return list(items)
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
 def split_train_val(items: Sequence[Any], val_fraction: float) -> tuple[list[Any], list[Any]]:
     """Deterministic split: the last `val_fraction` of `items` (in the given order) is validation."""
     k = int(round(len(items) * (1 - val_fraction)))
