@@ -16,7 +16,8 @@ its second pass) with the default settings (fra+eng, psm 6, long side 1800 px) u
   `ppocr-2threads`: one engine with 2 intra-op threads (onnxruntime parallelising one receipt instead);
   `ppocr-float736-rb6`: the engine before its int8 detector (rapidocr's float detector on a page enlarged
   to a 736 px short side, 6 recognised lines per call), `ppocr-float`, `ppocr-rb6`, `ppocr-det736`: one
-  of those three choices undone at a time.
+  of those three choices undone at a time; `ppocr-rec320`: every text line padded to rapidocr's 320 px
+  before recognition instead of `ppocr_rec_min_width`.
 
 `peak RSS MB` is the largest resident size of a worker process of the `-procs2` variants (one engine each,
 after the run): what one OCR process of that engine costs in memory.
@@ -77,14 +78,18 @@ VARIANTS = [
     Variant("tesserocr-threads2", "tesserocr", workers=2, pool="threads"),
     Variant("ppocr", "ppocr"),
     # what `ppocr` was before the int8 detector: rapidocr's float detector on a page enlarged to a 736 px
-    # short side, recognition 6 lines per call
+    # short side, recognition 6 lines per call, each padded to 320 px: rapidocr's own settings
     Variant("ppocr-float736-rb6", "ppocr",
-            ppocr=(("ppocr_detector", "float"), ("ppocr_det_min_side", 736), ("ppocr_rec_batch", 6))),
+            ppocr=(("ppocr_detector", "float"), ("ppocr_det_min_side", 736), ("ppocr_rec_batch", 6),
+                   ("ppocr_rec_min_width", 320))),
     Variant("ppocr-float736-rb6-procs2", "ppocr", workers=2, pool="procs",
-            ppocr=(("ppocr_detector", "float"), ("ppocr_det_min_side", 736), ("ppocr_rec_batch", 6))),
+            ppocr=(("ppocr_detector", "float"), ("ppocr_det_min_side", 736), ("ppocr_rec_batch", 6),
+                   ("ppocr_rec_min_width", 320))),
     Variant("ppocr-float", "ppocr", ppocr=(("ppocr_detector", "float"),)),
     Variant("ppocr-rb6", "ppocr", ppocr=(("ppocr_rec_batch", 6),)),
     Variant("ppocr-det736", "ppocr", ppocr=(("ppocr_det_min_side", 736),)),
+    # rapidocr's padding of every text line to 320 px before recognition (the default pads less)
+    Variant("ppocr-rec320", "ppocr", ppocr=(("ppocr_rec_min_width", 320),)),
     Variant("ppocr-1280", "ppocr", max_side=1280),  # a smaller page: detection's cost goes with its area
     Variant("ppocr-1024", "ppocr", max_side=1024),
     Variant("ppocr-2threads", "ppocr", intra_op_threads=2),

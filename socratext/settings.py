@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     ppocr_rec_batch: int = Field(0, ge=0, description=(
         "Text lines per recognition call: 0 = 1 on the CPU (no padding to the widest line, which only costs "
         "there), 6 on a GPU (rapidocr's default)."))
+    ppocr_rec_min_width: int = Field(320, ge=16, le=960, description=(
+        "Narrowest input of the recogniser, in pixels at its 48 px height: a shorter text line is padded "
+        "to it (rapidocr pads to 320; on receipts most lines are an amount or a word, and the padding is "
+        "recognition time spent on nothing)."))
     ppocr_model_cache: Path = Field(Path("~/.cache/socratext/ppocr"), description=(
         "Where the int8 PP-OCR detector is built and kept (`socratext ocr-models` builds it ahead)."))
     ocr_tesseract_config: str = Field("-c tessedit_do_invert=0", description=(

@@ -108,3 +108,30 @@ def test_recognition_reads_one_line_per_call_on_the_cpu(tmp_path: Path) -> None:
     assert ocr._acquire().cfg.Rec.rec_batch_num == 1
     batched = pb.PpOcr(settings=Settings(ppocr_rec_batch=6, ppocr_detector="float"), preprocess=False)
     assert batched._params()["Rec.rec_batch_num"] == 6 and "rec_batch=6" in batched.config
+
+
+def test_short_lines_are_padded_only_to_the_minimum_recognition_width(tmp_path: Path) -> None:
+    """rapidocr pads every text line to 320 px before recognition; the engine pads only to
+    `ppocr_rec_min_width`, and the rendered receipt reads the same words either way."""
+    words, widths = {}, {}
+    for min_width in (320, 96):
+        ocr = pb.PpOcr(settings=Settings(ppocr_model_cache=tmp_path, ppocr_rec_min_width=min_width),
+                       preprocess=False)
+        assert f"rec_min_width={min_width}" in ocr.config  # the OCR caches tell the two apart
+        engine = ocr._acquire()
+        rec = engine._load_rec_model()
+        seen: list[int] = []
+        run = rec.session.__call__
+
+        def recording(x: object, run: object = run, seen: list[int] = seen) -> object:
+            seen.append(x.shape[-1])  # type: ignore[attr-defined]
+            return run(x)  # type: ignore[operator]
+
+        rec.session = recording
+        ocr._release(engine)
+        words[min_width] = _words(ocr)
+        widths[min_width] = seen
+    assert min(widths[320]) == 320  # rapidocr's own padding
+    assert min(widths[96]) == 96 < 320  # a short line ("3,60") is no longer padded to 320
+    assert words[96] == words[320]
+    assert {"TOTAL", "3,60", "MERCI"} <= set(words[96])

@@ -60,6 +60,9 @@ recognition time than its default 6 (docs/accuracy.md)."""
 REC_BATCH_CUDA = 6
 """On a GPU batching is what makes it fast: rapidocr's default."""
 
+REC_HEIGHT = 48
+"""The recogniser's input height (PP-OCRv6's, fixed by its training)."""
+
 
 def available() -> bool:
     """Whether rapidocr and an onnxruntime can be imported (optional dependencies)."""
@@ -182,7 +185,8 @@ class PpOcr(EnginePool, PageReader):
                                                            else REC_BATCH_CUDA)
         self.config = (f"ppocr det=PP-OCRv6-small/{self.detector} rec=PP-OCRv6-small cls=off "
                        f"threads={self.intra_op_threads} max_side={self.settings.ppocr_max_side} "
-                       f"det_min_side={self.settings.ppocr_det_min_side} rec_batch={self.rec_batch}")
+                       f"det_min_side={self.settings.ppocr_det_min_side} rec_batch={self.rec_batch} "
+                       f"rec_min_width={self.settings.ppocr_rec_min_width}")
         """Every option that changes what is read (the OCR caches' key)."""
         self.detector_path = self._detector_path()
         self._start_pool()  # fail now (missing package, unreadable models), not per receipt
@@ -205,6 +209,8 @@ class PpOcr(EnginePool, PageReader):
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
             **self._det_resize(),
             "Rec.rec_batch_num": self.rec_batch,
+            # rapidocr pads every line to at least this width (channels, height, width: the network's own)
+            "Rec.rec_img_shape": [3, REC_HEIGHT, self.settings.ppocr_rec_min_width],
         }
         if self.detector_path is not None:
             params["Det.model_path"] = str(self.detector_path)
