@@ -241,6 +241,60 @@ def test_rounded_total_on_a_row_that_names_itself() -> None:
     assert extract(page_from_text(far, split_columns=True))["fields"]["total"]["value"] == "27.28"
 
 
+@pytest.mark.parametrize(("text", "total"), [
+    # the rounded row misread ("RH" for "RM"): no keyword, but 60.31 - 0.01 is on it
+    ("TOTAL AMT.... 60.31\nROUNDING ADJ... -0.01\nRH 60.30\nCASH..... 70.30", "60.30"),
+    # the amount due misread ("Totel Amt Peyable"), the adjustment in brackets
+    ("Total Amt Incl. GST @ 6% : 8.48\nRounding Adjustment: (0.02)\nTotel Amt Peyable : 8.50\n"
+     "Paid Amount: 100.00", "8.50"),
+    # columns came apart: the adjustment on the row above the "Rounding" label, a quantity on the due row
+    ("Item 3 Total with GST @ 6% 41.48\nQty 8 0.02\nRounding\nTotal Saving 0.00 Total 41.50\n"
+     "Tender 41.50", "41.50"),
+    # only a SUBTOTAL row: rounded the same way
+    ("SUBTOTAL (QTY 4) RM41.43\nROUNDING RM0.02\nSUBTOTAL (QTY 4) RM41.45\nCASH RM51.50", "41.45"),
+    # a sum that is no cash rounding (not a multiple of 5 cents) is not the total
+    ("TOTAL AMT.... 60.33\nROUNDING ADJ... -0.01\nRH 60.32\nCASH..... 70.30", "60.33"),
+    # no amount on the next rows is the total plus or minus the adjustment: the keyword total stays
+    ("TOTAL AMT.... 60.31\nROUNDING ADJ... -0.01\nRH 60.40\nCASH..... 70.30", "60.31"),
+])
+def test_rounded_total_found_by_its_sum(text: str, total: str) -> None:
+    """SROIE's key is the rounded amount due; where the row that prints it is not plain (a misread
+    keyword, a quantity beside it), the total plus or minus the printed adjustment finds it."""
+    assert extract(page_from_text(text, split_columns=True))["fields"]["total"]["value"] == total
+
+
+def test_address_rows_counted_from_the_address_not_the_name() -> None:
+    """A company number and a "formerly known as" block between the name and the address do not push the
+    address's state line out of reach; a state's honorific (`Pahang Darul Makmur`) is a state line."""
+    text = """
+Gerbang Alaf Restaurants Sdn Bhd
+(65351-M)
+formerly known as
+Golden Arches Restaurants Sdn Bhd
+Licensee of McDonald's
+Level 6, Bangunan TH, Damansara Uptown3
+No.3, Jalan SS21/39,47400 Petaling Jaya
+Selangor
+(GST ID No: 000504664064)
+TOTAL 12.50
+"""
+    fields = extract(page_from_text(text))["fields"]
+    # (rows that print their own commas are joined with a space: `_row_sep`)
+    assert fields["merchant_address"]["value"] == ("Level 6, Bangunan TH, Damansara Uptown3 "
+                                                   "No.3, Jalan SS21/39,47400 Petaling Jaya Selangor")
+    pahang = """
+TF Value-Mart Sdn Bhd (482123-U)
+GST Reg No 000184401920
+Jalan Tras Batu 1
+28700 Bentong
+Pahang Darul Makmur.
+Tel: 09-2201388
+TOTAL 12.50
+"""
+    assert extract(page_from_text(pahang))["fields"]["merchant_address"]["value"] == (
+        "Jalan Tras Batu 1, 28700 Bentong, Pahang Darul Makmur.")
+
+
 def test_misread_vat_number_is_repaired_and_repairs_the_siret() -> None:
     """Tesseract read a 0 as 9 in the SIREN printed twice: "652 232 249" for 652232240. The VAT number's key
     names the one SIREN it can be; the SIRET is then that SIREN and its own establishment number."""

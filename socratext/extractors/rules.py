@@ -100,7 +100,7 @@ MY_STATES = re.compile(
     r"^(?:\W*(?:SELANGOR|JOHOR|KUALA LUMPUR|W\.?P\.? KUALA LUMPUR|PULAU PINANG|PENANG|PERAK|KEDAH|KELANTAN|"
     r"TERENGGANU|PAHANG|MELAKA|MALACCA|NEGERI SEMBILAN|SABAH|SARAWAK|PERLIS|PUTRAJAYA|LABUAN|"
     r"SELANGOR DARUL EHSAN|JOHOR DARUL TAKZIM|DARUL EHSAN|DARUL TAKZIM|WILAYAH PERSEKUTUAN(?: KUALA LUMPUR)?|"
-    r"D\.?\s?E|MALAYSIA|FRANCE)\W*)+$"
+    r"D\.?\s?E|DARUL [A-Z']+|MALAYSIA|FRANCE)\W*)+$"
 )
 PHONE = re.compile(r"(?:\+?\d{1,3}[ .-]?)?(?:\(?0\d\)?[ .-]?)\d{2,4}(?:[ .-]?\d{2,4}){2,4}")
 ITEM_HEADER = re.compile(r"DESIGNATION|\bQTE\b|\bQTY\b|\bPRIX\b|\bARTICLES?\b|\bDESCRIPTION\b|\bITEM\b|"
@@ -249,7 +249,9 @@ class _Labeller:
         """The amount due is the rounded one: `TOTAL 60.31` / `ROUNDING ADJ -0.01` / `RM 60.30`, or a
         rounded-total row that names itself (`Total Sales RM 27.28` / `Rounding Adjustment RM 0.02` /
         `Rounding RM 27.30`, 99 Speedmart's layout: 2 of 57 held-out SROIE totals). An adjustment row's
-        own amount is never the total; an amount more than 0.10 from the keyword total is no rounding."""
+        own amount is never the total; an amount more than 0.10 from the keyword total is no rounding.
+        Where the rounded row is not that plain (a misread `RH 60.30`, `Totel Amt Peyable 8.50`, a
+        quantity on it), the sum decides: `_rounded_by_sum`."""
         r = chosen[2]
         for k in range(r + 1, min(r + 3, len(self.rows))):
             if not ROUNDING_KW.search(self.rows[k].folded):
@@ -264,15 +266,38 @@ class _Labeller:
                     s, e, value = found[0]
                     if abs(float(value) - float(chosen[1])) < 0.1:
                         return (chosen[0], value, r2, self.rows[r2].words_in(s, e), P_GOOD)
-            break
+            return self._rounded_by_sum(chosen, k) or chosen
         return chosen
+
+    def _rounded_by_sum(self, chosen: _Cand, k: int) -> _Cand | None:
+        """The amount due below rounding row `k` found by arithmetic: the total plus or minus the
+        adjustment printed on the rounding row (or on a row beside it, where the columns came apart:
+        `Qty 8 0.02` / `Rounding`), a whole multiple of 5 cents (cash rounding), read on one of the
+        next rows. The sum is the check that the amount is the total, whatever words surround it."""
+        total = round(float(chosen[1]) * 100)
+        adjustments: set[int] = set()
+        for r in (k, k - 1, k + 1):
+            if r == chosen[2] or not 0 <= r < len(self.rows):
+                continue
+            adjustments.update(c for _, _, v in find_amounts(self.rows[r].text)
+                               if 0 < (c := abs(round(float(v) * 100))) < 10)
+            if adjustments:
+                break
+        targets = {total + sign * a for a in adjustments for sign in (1, -1)}
+        for r2 in range(k, min(k + 3, len(self.rows))):
+            for s, e, value in reversed(find_amounts(self.rows[r2].text)):
+                cents = round(float(value) * 100)
+                if cents in targets and cents % 5 == 0:
+                    return (chosen[0], value, r2, self.rows[r2].words_in(s, e), P_GOOD)
+        return None
 
     def _total_fallback(self) -> int | None:
         """No TOTAL row: a SUB-TOTAL, else the largest amount that is not cash handed over or change."""
         for r, row in enumerate(self.rows):
             if re.search(r"SOUS[- ]?TOTAL|SUB[- ]?TOTAL|S/TOTAL", row.folded) and self.amounts[r]:
-                s, e, _ = self.amounts[r][-1]
-                self.set(row.words_in(s, e), "total", 0.5)
+                s, e, value = self.amounts[r][-1]
+                words = self._rounded((0, value, r, row.words_in(s, e), 0.5))[3]
+                self.set(words, "total", 0.5)
                 return r
         best: tuple[float, int, int, int] | None = None
         for r, found in enumerate(self.amounts):
@@ -488,7 +513,11 @@ class _Labeller:
         last = name_rows[-1] if name_rows else address_start - 1
         addr: list[int] = []
         saw_postcode = False
-        for r in range(last + 1, min(last + 7, len(self.rows))):
+        for r in range(last + 1, len(self.rows)):
+            # six rows from the name, or from the address's first row once there is one: a company
+            # number and a "formerly known as" row can stand between the two
+            if r > (addr[0] + 5 if addr else last + 6):
+                break
             f = self.rows[r].folded
             if saw_postcode:
                 if MY_STATES.match(f):
