@@ -295,6 +295,21 @@ TOTAL 12.50
         "Jalan Tras Batu 1, 28700 Bentong, Pahang Darul Makmur.")
 
 
+@pytest.mark.parametrize(("head", "name"), [
+    ("Cele R\nMBB 264100\nKEDAI PAPAN YEW CHUAN\n(0005583085-K)", "KEDAI PAPAN YEW CHUAN"),
+    ("3180404 staff ret\nBERRY'S CAKE HOUSE\n(Co No. 315481-T) GST No. 001287233536", "BERRY'S CAKE HOUSE"),
+    ("...THANK YOU AND DO VISIT US AGAIN...\nCashier [P.NISANTHI] Machine [003]\n[19/06/17] [11:37]\n"
+     "FIVE STAR CASH & CARRY\n(1365663-P)", "FIVE STAR CASH & CARRY"),
+    # a row with digits above the number is no name: the first row stays the name
+    ("KEDAI RUNCIT AH SENG\nNO 12 TINGKAT 3\n(0005583085-K)", "KEDAI RUNCIT AH SENG"),
+])
+def test_the_name_is_the_row_above_the_registration_number(head: str, name: str) -> None:
+    """Without a legal form in the header, the row printed over the company's bracketed registration
+    number is its name, whatever handwriting or cashier line the OCR read above it."""
+    text = head + "\nLOT 276 JALAN BANTING\n43800 DENGKIL, SELANGOR.\nTEL:03-87686092\nTOTAL 12.50\n"
+    assert extract(page_from_text(text))["fields"]["merchant_name"]["value"] == name
+
+
 def test_misread_vat_number_is_repaired_and_repairs_the_siret() -> None:
     """Tesseract read a 0 as 9 in the SIREN printed twice: "652 232 249" for 652232240. The VAT number's key
     names the one SIREN it can be; the SIRET is then that SIREN and its own establishment number."""

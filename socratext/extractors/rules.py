@@ -116,6 +116,9 @@ AMOUNT_ONLY = re.compile(r"[^A-Z]*(?:RM|EUR|MYR|E)?[^A-Z]*")
 BRANCH_ROW = re.compile(r"\(\s*[A-Z][A-Z .&'-]*\)")
 # "KING'S CONFECTIONERY S/B 273500-U (KJ1)": a legal form, then the company number (and a branch code)
 REG_AFTER_FORM = re.compile(r"(?:\bS/B|\bBHD|\bPLT)\.?(?=\s*,?\s*[A-Z]{0,2}\d{4,}[\s-]*[A-Z]\b)")
+# A row that starts with the company's registration number in brackets, printed under the name
+# (`(0005583085-K)`, `(Co No. 315481-T) GST No. ...`)
+REG_ROW = re.compile(r"\(\s*(?:CO\.?\s*(?:NO|REG)\.?\s*:?\s*)?[A-Z]{0,2}\d{4,}[\s-]*[A-Z]\s*\)")
 REG_NUMBER = re.compile(r"\s\(\s*(?:CO\.?\s*(?:NO|REG)\.?\s*:?\s*)?[A-Z]{0,2}\d{3,}[\s-]*[A-Z]?\s*\)\s*$")
 CURRENCY_WORD = re.compile(r"^(?:€|EUR|EUROS?|RM|MYR|\$|USD|£|GBP|CHF)$")
 QTY_X_PRICE = re.compile(
@@ -472,8 +475,15 @@ class _Labeller:
                 address_start = r  # the address starts here (and the name, if any, was above)
                 break
             candidates.append(r)
+        registered = [r for r in range(1, min(top, first_postcode))
+                      if REG_ROW.match(self.rows[r].folded.strip())
+                      and r - 1 in candidates and self._plain_name(r - 1)]
         if company:
             name_rows = [company[0]]
+        elif registered:
+            # the row the registration number is printed under names the company, whatever stands
+            # above it (`Cashier [P.NISANTHI]`, a handwritten note read as `3180404 staff`)
+            name_rows = [registered[0] - 1]
         elif candidates:
             # The shop name is usually the first line, printed larger; a larger line just below a small
             # header ("Votre magasin", a slogan) wins.
@@ -578,6 +588,11 @@ class _Labeller:
         if PHONE.search(f) and len(letters) < 8:
             return True
         return False
+
+    def _plain_name(self, r: int) -> bool:
+        """Row `r` reads like a name: words, no digits, at least one of three letters or more."""
+        f = self.rows[r].folded
+        return not re.search(r"\d", f) and bool(re.search(r"[A-Z]{3}", f)) and not SKIP_HEADER.search(f)
 
     def _addressy(self, r: int) -> bool:
         f = self.rows[r].folded
