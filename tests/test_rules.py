@@ -252,6 +252,8 @@ def test_rounded_total_on_a_row_that_names_itself() -> None:
      "Tender 41.50", "41.50"),
     # only a SUBTOTAL row: rounded the same way
     ("SUBTOTAL (QTY 4) RM41.43\nROUNDING RM0.02\nSUBTOTAL (QTY 4) RM41.45\nCASH RM51.50", "41.45"),
+    # only a SUBTOTAL row, its amount with a space after the point
+    ("Dark Rye Bun RM6.90 S\n3 No\nSUBTOTAL RM 20. 40\nCASH RM20.40", "20.40"),
     # a sum that is no cash rounding (not a multiple of 5 cents) is not the total
     ("TOTAL AMT.... 60.33\nROUNDING ADJ... -0.01\nRH 60.32\nCASH..... 70.30", "60.33"),
     # no amount on the next rows is the total plus or minus the adjustment: the keyword total stays

@@ -297,8 +297,10 @@ class _Labeller:
     def _total_fallback(self) -> int | None:
         """No TOTAL row: a SUB-TOTAL, else the largest amount that is not cash handed over or change."""
         for r, row in enumerate(self.rows):
-            if re.search(r"SOUS[- ]?TOTAL|SUB[- ]?TOTAL|S/TOTAL", row.folded) and self.amounts[r]:
-                s, e, value = self.amounts[r][-1]
+            # read as the keyword totals are: `SUBTOTAL RM 20. 40` is 20.40 (a space after the point)
+            found = find_amounts(row.text, space_groups=True)
+            if re.search(r"SOUS[- ]?TOTAL|SUB[- ]?TOTAL|S/TOTAL", row.folded) and found:
+                s, e, value = found[-1]
                 words = self._rounded((0, value, r, row.words_in(s, e), 0.5))[3]
                 self.set(words, "total", 0.5)
                 return r

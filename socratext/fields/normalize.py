@@ -48,7 +48,7 @@ _AMOUNT_CORE = re.compile(
         (?:(?P<dec>[.,])(?P<frac>\d{1,2}))?$""",
     re.X,
 )
-_SPLIT_EURO = re.compile(r"^(?P<int>\d+)\s*(?:€|EUR|,\s)\s*(?P<frac>\d{2})$")  # 12€50, OCR's "26, 80"
+_SPLIT_EURO = re.compile(r"^(?P<int>\d+)\s*(?:€|EUR|[.,]\s)\s*(?P<frac>\d{2})$")  # 12€50, OCR's "26, 80" and "20. 40"
 _PREFIX_CUR = re.compile(rf"^{_CUR_TOKENS}\s*")
 _SUFFIX_CUR = re.compile(rf"\s*{_CUR_TOKENS}$")
 
@@ -135,7 +135,7 @@ _FIND_AMOUNT_SPACED = re.compile(
 )
 
 
-_FIND_AMOUNT_OCR_SPLIT = re.compile(r"(?<![\w.,/:-])\d{1,4}, \d{2}(?:\s?(?:€|EUR))?(?![\w%/.,:]|\s?%)")
+_FIND_AMOUNT_OCR_SPLIT = re.compile(r"(?<![\w.,/:-])\d{1,4}[.,] \d{2}(?:\s?(?:€|EUR))?(?![\w%/.,:]|\s?%)")
 
 
 def find_amounts(text: str, *, space_groups: bool = False) -> list[tuple[int, int, str]]:
