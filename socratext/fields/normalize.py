@@ -48,7 +48,8 @@ _AMOUNT_CORE = re.compile(
         (?:(?P<dec>[.,])(?P<frac>\d{1,2}))?$""",
     re.X,
 )
-_SPLIT_EURO = re.compile(r"^(?P<int>\d+)\s*(?:€|EUR|[.,]\s)\s*(?P<frac>\d{2})$")  # 12€50, OCR's "26, 80" and "20. 40"
+# 12€50, and the OCR's "26, 80" and "20. 40" (a space read after the decimal separator)
+_SPLIT_EURO = re.compile(r"^(?P<int>\d+)\s*(?:€|EUR|[.,]\s)\s*(?P<frac>\d{2})$")
 _PREFIX_CUR = re.compile(rf"^{_CUR_TOKENS}\s*")
 _SUFFIX_CUR = re.compile(rf"\s*{_CUR_TOKENS}$")
 
