@@ -295,6 +295,18 @@ TOTAL 12.50
 """
     assert extract(page_from_text(pahang))["fields"]["merchant_address"]["value"] == (
         "Jalan Tras Batu 1, 28700 Bentong, Pahang Darul Makmur.")
+    # a chain's outlet under its head office's address is part of the address; the GST row is not
+    speedmart = """
+99 SPEED MART S/B (519537-X)
+LOT P.T. 2811, JALAN ANGSA,
+TAMAN BERKELEY
+41150 KLANG, SELANGOR
+1245-DESA SRI HARTAMAS
+GST ID. NO: 000181747712
+TOTAL 12.50
+"""
+    assert extract(page_from_text(speedmart))["fields"]["merchant_address"]["value"] == (
+        "LOT P.T. 2811, JALAN ANGSA, TAMAN BERKELEY 41150 KLANG, SELANGOR 1245-DESA SRI HARTAMAS")
 
 
 @pytest.mark.parametrize(("head", "name"), [

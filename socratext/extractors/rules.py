@@ -116,6 +116,8 @@ AMOUNT_ONLY = re.compile(r"[^A-Z]*(?:RM|EUR|MYR|E)?[^A-Z]*")
 BRANCH_ROW = re.compile(r"\(\s*[A-Z][A-Z .&'-]*\)")
 # "KING'S CONFECTIONERY S/B 273500-U (KJ1)": a legal form, then the company number (and a branch code)
 REG_AFTER_FORM = re.compile(r"(?:\bS/B|\bBHD|\bPLT)\.?(?=\s*,?\s*[A-Z]{0,2}\d{4,}[\s-]*[A-Z]\b)")
+# The outlet printed under a chain's head-office address: its number and its name (`1245-DESA SRI HARTAMAS`)
+OUTLET_ROW = re.compile(r"\d{3,5}-[A-Z][A-Z .'&-]*")
 # A row that starts with the company's registration number in brackets, printed under the name
 # (`(0005583085-K)`, `(Co No. 315481-T) GST No. ...`)
 REG_ROW = re.compile(r"\(\s*(?:CO\.?\s*(?:NO|REG)\.?\s*:?\s*)?[A-Z]{0,2}\d{4,}[\s-]*[A-Z]\s*\)")
@@ -532,7 +534,10 @@ class _Labeller:
                 break
             f = self.rows[r].folded
             if saw_postcode:
-                if MY_STATES.match(f):
+                if MY_STATES.match(f) and addr[-1] == r - 1 and not MY_STATES.match(self.rows[r - 1].folded):
+                    addr.append(r)
+                    continue
+                if OUTLET_ROW.fullmatch(f.strip()):
                     addr.append(r)
                 break
             has_date = any(iso >= "2000" for _, _, iso in find_dates(f))
