@@ -309,6 +309,21 @@ TOTAL 12.50
         "LOT P.T. 2811, JALAN ANGSA, TAMAN BERKELEY 41150 KLANG, SELANGOR 1245-DESA SRI HARTAMAS")
 
 
+def test_a_receipt_code_at_the_top_is_no_postcode() -> None:
+    """`A03096` printed above the header is a code, not a postcode: the company row below a slogan is
+    still looked for (it is searched above the first postcode only)."""
+    text = """
+A03096
+Home of Seicky Bones
+Timeless Kitchenette Sdn Bhd
+Company no : 1174703-K
+Lot 50, Floor T2, Sky Avenue Genting Highlands
+Pahang, 69000 Pahang Malaysia
+TOTAL 12.50
+"""
+    assert extract(page_from_text(text))["fields"]["merchant_name"]["value"] == "Timeless Kitchenette Sdn Bhd"
+
+
 @pytest.mark.parametrize(("head", "name"), [
     ("Cele R\nMBB 264100\nKEDAI PAPAN YEW CHUAN\n(0005583085-K)", "KEDAI PAPAN YEW CHUAN"),
     ("3180404 staff ret\nBERRY'S CAKE HOUSE\n(Co No. 315481-T) GST No. 001287233536", "BERRY'S CAKE HOUSE"),

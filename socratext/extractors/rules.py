@@ -94,7 +94,8 @@ STREET_KW = re.compile(
     r"BLK|MALL|SHOPPING CENTRE|CENTRE|SECTION)\b\.?"
 )
 STREET_NUMBER = re.compile(r"^\s*\d{1,4}\s?(?:BIS|TER|,)?\s+[A-Z]")
-POSTCODE = re.compile(r"(?<![\d.,/-])\d{5}(?![\d.,/]\d|\d)")
+# five digits, not glued to a letter or another number (`A03096` is a receipt code, not a postcode)
+POSTCODE = re.compile(r"(?<![\w.,/-])\d{5}(?![\d.,/]\d|\d)")
 POSTCODE_CITY = re.compile(r"(?<![\d.,/-])(?:F-)?\d{5}\s+(?:CEDEX\s)?[A-Z][A-Z'-]+")
 MY_STATES = re.compile(
     r"^(?:\W*(?:SELANGOR|JOHOR|KUALA LUMPUR|W\.?P\.? KUALA LUMPUR|PULAU PINANG|PENANG|PERAK|KEDAH|KELANTAN|"
