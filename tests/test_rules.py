@@ -307,6 +307,19 @@ TOTAL 12.50
 """
     assert extract(page_from_text(speedmart))["fields"]["merchant_address"]["value"] == (
         "LOT P.T. 2811, JALAN ANGSA, TAMAN BERKELEY 41150 KLANG, SELANGOR 1245-DESA SRI HARTAMAS")
+    diy = """
+MR D.I.Y. (JOHOR) SDN BHD
+(CO.REG :933109-X)
+LOT 1851-A & 1851-B, JALAN KPB 6,
+KAWASAN PERINDUSTRIAN BALAKONG,
+43300 SERI KEMBANGAN, SELANGOR
+(MR DIY TESCO TERBAU)
+-INVOICE-
+TOTAL 12.50
+"""
+    assert extract(page_from_text(diy))["fields"]["merchant_address"]["value"] == (
+        "LOT 1851-A & 1851-B, JALAN KPB 6, KAWASAN PERINDUSTRIAN BALAKONG, 43300 SERI KEMBANGAN, SELANGOR "
+        "(MR DIY TESCO TERBAU)")
 
 
 def test_a_receipt_code_at_the_top_is_no_postcode() -> None:

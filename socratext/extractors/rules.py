@@ -538,8 +538,8 @@ class _Labeller:
                 if MY_STATES.match(f) and addr[-1] == r - 1 and not MY_STATES.match(self.rows[r - 1].folded):
                     addr.append(r)
                     continue
-                if OUTLET_ROW.fullmatch(f.strip()):
-                    addr.append(r)
+                if OUTLET_ROW.fullmatch(f.strip()) or BRANCH_ROW.fullmatch(f.strip()):
+                    addr.append(r)  # the outlet: `1245-DESA SRI HARTAMAS`, `(MR DIY TESCO TERBAU)`
                 break
             has_date = any(iso >= "2000" for _, _, iso in find_dates(f))
             if (SKIP_HEADER.search(f) or PHONE.fullmatch(f.strip()) or has_date
