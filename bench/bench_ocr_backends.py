@@ -63,6 +63,11 @@ class Variant:
     ppocr: tuple[tuple[str, object], ...] = ()  # PP-OCR: other settings, (name, value) pairs
 
 
+RAPIDOCR_SETTINGS = (("ppocr_detector", "float"), ("ppocr_det_min_side", 736), ("ppocr_rec_batch", 6),
+                     ("ppocr_rec_min_width", 320))
+"""What `ppocr` was before the int8 detector: rapidocr's float detector on a page enlarged to a 736 px
+short side, recognition 6 lines per call, each padded to 320 px: rapidocr's own settings."""
+
 VARIANTS = [
     Variant("pytesseract", "pytesseract"),
     Variant("tesserocr", "tesserocr"),
@@ -77,14 +82,8 @@ VARIANTS = [
     Variant("tesserocr-procs2", "tesserocr", workers=2, pool="procs"),
     Variant("tesserocr-threads2", "tesserocr", workers=2, pool="threads"),
     Variant("ppocr", "ppocr"),
-    # what `ppocr` was before the int8 detector: rapidocr's float detector on a page enlarged to a 736 px
-    # short side, recognition 6 lines per call, each padded to 320 px: rapidocr's own settings
-    Variant("ppocr-float736-rb6", "ppocr",
-            ppocr=(("ppocr_detector", "float"), ("ppocr_det_min_side", 736), ("ppocr_rec_batch", 6),
-                   ("ppocr_rec_min_width", 320))),
-    Variant("ppocr-float736-rb6-procs2", "ppocr", workers=2, pool="procs",
-            ppocr=(("ppocr_detector", "float"), ("ppocr_det_min_side", 736), ("ppocr_rec_batch", 6),
-                   ("ppocr_rec_min_width", 320))),
+    Variant("ppocr-float736-rb6", "ppocr", ppocr=RAPIDOCR_SETTINGS),
+    Variant("ppocr-float736-rb6-procs2", "ppocr", workers=2, pool="procs", ppocr=RAPIDOCR_SETTINGS),
     Variant("ppocr-float", "ppocr", ppocr=(("ppocr_detector", "float"),)),
     Variant("ppocr-rb6", "ppocr", ppocr=(("ppocr_rec_batch", 6),)),
     Variant("ppocr-det736", "ppocr", ppocr=(("ppocr_det_min_side", 736),)),

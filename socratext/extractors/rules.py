@@ -119,10 +119,11 @@ BRANCH_ROW = re.compile(r"\(\s*[A-Z][A-Z .&'-]*\)")
 REG_AFTER_FORM = re.compile(r"(?:\bS/B|\bBHD|\bPLT)\.?(?=\s*,?\s*[A-Z]{0,2}\d{4,}[\s-]*[A-Z]\b)")
 # The outlet printed under a chain's head-office address: its number and its name (`1245-DESA SRI HARTAMAS`)
 OUTLET_ROW = re.compile(r"\d{3,5}-[A-Z][A-Z .'&-]*")
+_CO_NO = r"\(\s*(?:CO\.?\s*(?:NO|REG)\.?\s*:?\s*)?[A-Z]{0,2}"  # "(", an optional "Co No.:", a prefix
 # A row that starts with the company's registration number in brackets, printed under the name
 # (`(0005583085-K)`, `(Co No. 315481-T) GST No. ...`)
-REG_ROW = re.compile(r"\(\s*(?:CO\.?\s*(?:NO|REG)\.?\s*:?\s*)?[A-Z]{0,2}\d{4,}[\s-]*[A-Z]\s*\)")
-REG_NUMBER = re.compile(r"\s\(\s*(?:CO\.?\s*(?:NO|REG)\.?\s*:?\s*)?[A-Z]{0,2}\d{3,}[\s-]*[A-Z]?\s*\)\s*$")
+REG_ROW = re.compile(_CO_NO + r"\d{4,}[\s-]*[A-Z]\s*\)")
+REG_NUMBER = re.compile(r"\s" + _CO_NO + r"\d{3,}[\s-]*[A-Z]?\s*\)\s*$")
 CURRENCY_WORD = re.compile(r"^(?:€|EUR|EUROS?|RM|MYR|\$|USD|£|GBP|CHF)$")
 QTY_X_PRICE = re.compile(
     r"(?<![\w.,])(?P<q>\d{1,4}(?:[.,]\d{1,3})?)\s?(?P<u>KG|G|L|PCS?|U)?\s?[X*]\s?"
@@ -300,9 +301,10 @@ class _Labeller:
     def _total_fallback(self) -> int | None:
         """No TOTAL row: a SUB-TOTAL, else the largest amount that is not cash handed over or change."""
         for r, row in enumerate(self.rows):
+            if not re.search(r"SOUS[- ]?TOTAL|SUB[- ]?TOTAL|S/TOTAL", row.folded):
+                continue
             # read as the keyword totals are: `SUBTOTAL RM 20. 40` is 20.40 (a space after the point)
-            found = find_amounts(row.text, space_groups=True)
-            if re.search(r"SOUS[- ]?TOTAL|SUB[- ]?TOTAL|S/TOTAL", row.folded) and found:
+            if found := find_amounts(row.text, space_groups=True):
                 s, e, value = found[-1]
                 words = self._rounded((0, value, r, row.words_in(s, e), 0.5))[3]
                 self.set(words, "total", 0.5)
@@ -480,12 +482,11 @@ class _Labeller:
                 address_start = r  # the address starts here (and the name, if any, was above)
                 break
             candidates.append(r)
-        registered = [r for r in range(1, min(top, first_postcode))
-                      if REG_ROW.match(self.rows[r].folded.strip())
-                      and r - 1 in candidates and self._plain_name(r - 1)]
         if company:
             name_rows = [company[0]]
-        elif registered:
+        elif registered := [r for r in range(1, min(top, first_postcode))
+                            if REG_ROW.match(self.rows[r].folded.strip())
+                            and r - 1 in candidates and self._plain_name(r - 1)]:
             # the row the registration number is printed under names the company, whatever stands
             # above it (`Cashier [P.NISANTHI]`, a handwritten note read as `3180404 staff`)
             name_rows = [registered[0] - 1]
@@ -535,7 +536,7 @@ class _Labeller:
                 break
             f = self.rows[r].folded
             if saw_postcode:
-                if MY_STATES.match(f) and addr[-1] == r - 1 and not MY_STATES.match(self.rows[r - 1].folded):
+                if MY_STATES.match(f) and not MY_STATES.match(self.rows[r - 1].folded):  # one state row
                     addr.append(r)
                     continue
                 if OUTLET_ROW.fullmatch(f.strip()) or BRANCH_ROW.fullmatch(f.strip()):
