@@ -665,3 +665,51 @@ TOTAL                      RM 9.90
 """
     address = extract(page_from_text(text))["fields"]["merchant_address"]["value"]
     assert address.startswith("K3-113, JL IBRAHIM SULTAN") and address.endswith("SELANGOR D.E.")
+
+
+def page_from_print(rows: list[list[tuple[str, int]]], *, char_w: int = 12) -> OcrPage:
+    """Rows of (word, print height in px) → OCR words: a French shop's header mixes a logo-sized name
+    with small print, and the rules read the print sizes."""
+    words: list[Word] = []
+    y = 10
+    for line_id, row in enumerate(rows):
+        tallest = max(h for _, h in row)
+        x = 10
+        for text, h in row:
+            top = y + tallest - h  # words of a row share their baseline
+            words.append(Word(text, (x, top, x + len(text) * char_w, top + h), 0.95, line_id))
+            x += (len(text) + 1) * char_w
+        y += int(tallest * 1.3)
+    return OcrPage(words, 60 * char_w, y + 10)
+
+
+FRENCH_TAIL = [[("15/11/2022", 24), ("20:34", 24)], [("TOTAL", 24), ("TTC", 24), ("45,00", 24)]]
+PARIS = [[("163", 24), ("Avenue", 24), ("Ledru", 24), ("Rollin", 24)], [("75011", 24), ("PARIS", 24)]]
+
+
+@pytest.mark.parametrize(("head", "name"), [
+    # "Document provisoire", printed large above a restaurant's bill, is no name
+    ([[("DOCUMENT", 40), ("PROVISOIRE", 40)], [("Restaurant", 28), ("BASIQUE", 28)]], "Restaurant BASIQUE"),
+    # a tagline printed small beside a logo-sized name
+    ([[("NATURALIA", 120), ("Soyez", 40), ("libre", 30), ("de", 30), ("nature", 32)]], "NATURALIA"),
+    # the trade in small print over the shop's own name in large print
+    ([[("Boucherie", 28)], [("André", 70)]], "Boucherie André"),
+    # a name in large print over two rows, joined by a small word
+    ([[("L'ATELIER", 80)], [("des", 26)], [("MÉLANGES", 80)]], "L'ATELIER des MÉLANGES"),
+    # a logo, then the name printed with its article
+    ([[("DIVAN", 30)], [("LE", 28), ("DIVAN", 28)]], "LE DIVAN"),
+])
+def test_french_shop_names_around_logos_and_small_print(head: list, name: str) -> None:
+    fields = extract(page_from_print(head + PARIS + FRENCH_TAIL))["fields"]
+    assert fields["merchant_name"]["value"] == name
+    assert fields["merchant_address"]["value"] == "163 Avenue Ledru Rollin, 75011 PARIS"
+
+
+@pytest.mark.parametrize(("head", "name"), [
+    # a slogan in small print above a name in large print is not part of the name
+    ([[("Votre", 26), ("supérette", 26)], [("PROXI", 70)]], "PROXI"),
+    # a logo over the name and its branch: the branch is not an article
+    ([[("market", 90)], [("MARKET", 30), ("DE", 30), ("MONTROUGE", 30)]], "market"),
+])
+def test_what_stays_out_of_a_french_shop_name(head: list, name: str) -> None:
+    assert extract(page_from_print(head + PARIS + FRENCH_TAIL))["fields"]["merchant_name"]["value"] == name

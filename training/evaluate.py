@@ -88,8 +88,9 @@ def iter_synthetic(n: int, start: int = HELD_OUT_SYNTH_SEED,
 LABELSTUDIO_FIELDS = ["merchant_name", "date", "total"]  # the fields its annotators labelled
 
 
-def iter_labelstudio(n: int | None = None) -> Iterator[Sample]:
-    """The Label Studio sample's held-out tasks (last 20 % by id), with the annotators' words: the true
+def iter_labelstudio(n: int | None = None, train: bool = False) -> Iterator[Sample]:
+    """The Label Studio sample's held-out tasks (last 20 % by id; its first 80 % with `train`, the pages
+    the rules may be studied on), with the annotators' words: the true
     values are their labelled words read through the same field assembly as every prediction, so a
     miss is the extractor's choice of words, never a normalisation difference. No images, so no OCR:
     this split measures the rules and the model alone, whatever the OCR engine."""
@@ -99,7 +100,7 @@ def iter_labelstudio(n: int | None = None) -> Iterator[Sample]:
 
     if not SAMPLE.is_file():
         return
-    for lp in split(load_export())[1][:n]:
+    for lp in split(load_export())[0 if train else 1][:n]:
         truth = assemble_receipt(lp.page, [WordLabel(lab, 1.0) for lab in lp.labels], receipt_id=lp.id,
                                  source={}, model={})
         gold = {k: v.value for k, v in truth.fields.items() if k in LABELSTUDIO_FIELDS}
@@ -356,7 +357,8 @@ def _extractor(name: str, load: Callable[[str], object]) -> object:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=["synthetic", "sroie", "labelstudio"], default="synthetic",
-                    help="labelstudio: the annotated French sample's held-out tasks, on their own words")
+                    help="labelstudio: the annotated French sample's held-out tasks (its training tasks with "
+                         "--split train), on their own words")
     ap.add_argument("--n", type=int, default=None, help="number of receipts (synthetic default 100)")
     ap.add_argument("--first-seed", type=int, default=HELD_OUT_SYNTH_SEED,
                     help=f"first synthetic seed (held-out seeds start at {HELD_OUT_SYNTH_SEED})")
@@ -365,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(for choosing between models and settings without looking at the held-out set); "
                          "SROIE's train: its training pages, --n of them evenly spaced (for choosing OCR "
                          "settings on more receipts than validation has; the rules were written on them, "
-                         "so do not compare extractors there)")
+                         "so do not compare extractors there); Label Studio's train: its first 80 %% of "
+                         "tasks")
     ap.add_argument("--n-synth", type=int, default=2000,
                     help="with --split validation: the training run's --n-synth (its last 10%% validate)")
     ap.add_argument("--extractors", default="rules,default",
@@ -378,8 +381,9 @@ def main(argv: list[str] | None = None) -> int:
                          "words?) as JSON lines here, and print the misses per extractor and cause")
     ap.add_argument("--no-ocr-cache", action="store_true", help="always run Tesseract (no page cache)")
     args = ap.parse_args(argv)
-    if args.split == "train" and args.dataset != "sroie":
-        ap.error("--split train is SROIE's (synthetic training receipts: any seed below the held-out ones)")
+    if args.split == "train" and args.dataset == "synthetic":
+        ap.error("--split train is SROIE's and Label Studio's (synthetic training receipts: any seed below "
+                 "the held-out ones)")
 
     from tqdm import tqdm
 
@@ -403,10 +407,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.dataset == "labelstudio":
         from training.datasets.labelstudio import SAMPLE
 
-        if not SAMPLE.is_file() or args.split != "held-out":
-            print(f"no Label Studio export at {SAMPLE}, or a split other than held-out", file=sys.stderr)
+        if not SAMPLE.is_file() or args.split == "validation":
+            print(f"no Label Studio export at {SAMPLE}, or a validation split (it has none)", file=sys.stderr)
             return 2
-        held = list(iter_labelstudio(args.n))  # a handful of pages: read the export once, count them
+        # a handful of pages: read the export once, count them
+        held = list(iter_labelstudio(args.n, train=args.split == "train"))
         n, samples, fields = len(held), iter(held), list(LABELSTUDIO_FIELDS)
     elif args.split == "validation":
         seeds = validation_synth_seeds(args.n_synth)

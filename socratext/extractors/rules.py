@@ -69,7 +69,7 @@ VAT_TOTAL_KW = re.compile(
 VAT_KW = re.compile(r"\bT\.?V\.?A\b|\bGST\b|\bSST\b|\bTAUX\b|\bTAX\b|\bHT\b|\bTTC\b")
 DATE_KW = re.compile(r"\bDATE\b|\bLE\b|\bDU\b|\bDATED\b")
 SKIP_HEADER = re.compile(
-    r"TICKET|BIENVENUE|WELCOME|\bTEL\b|\bTEL\.|T[EÉ]L[EÉ]PHONE|PHONE|\bFAX\b|CAISSE|DUPLICATA|FACTURE|"
+    r"TICKET|BIENVENUE|WELCOME|\bPROVISOIRE\b|\bTEL\b|\bTEL\.|T[EÉ]L[EÉ]PHONE|PHONE|\bFAX\b|CAISSE|DUPLICATA|FACTURE|"
     r"INVOICE|RECEIPT|\bRECU\b|\bMERCI\b|THANK|SIRET|\bSIREN\b|\bTVA\b|\bRCS\b|\bNAF\b|\bAPE\b|\bGST\b|"
     r"CO[- .]?REG|\bREG\b|COMPANY NO|ROC NO|WWW\.|HTTP|@|\bCOPY\b|\bORIGINAL\b|CLIENT|\bVENDEUR\b|"
     r"^\W*(?:CO\.?\s*NO\.?|ROC|COMPANY)?[\s.:]*\(?[A-Z]{0,2}\d{3,}[\s-]*[A-Z]?\)?\W*$|"
@@ -134,6 +134,12 @@ VAT_CODE_RATE = re.compile(r"^\W*(?:TVA\s*)?(?:[A-F]|T\d|\d)?\W*\s(?P<r>\d{1,2}(
 PCT = re.compile(r"(?<![\d.,])(?P<r>\d{1,2}(?:\s?[.,:]\s?\d{1,2})?)\s?%")  # OCR: "20, 00%", "5:5%"
 
 SLIP_AMOUNT = re.compile(r"\bMONTANT\b\s*:?\s*(?:EUR|€)?\s*\d")  # the card slip's "MONTANT : 12,50 EUR"
+# a row that only says the trade, printed over the shop's own name ("Boucherie" / "André")
+TRADE_ROW = re.compile(
+    r"(?:(?:BOUCHER|BOULANGER|PATISSER|CHARCUTER|FROMAGER|POISSONNER|EPICER|PHARMAC|LIBRAIR|BRASSER|"
+    r"CREPER|PIZZER|TRAITEUR|PRIMEUR|RESTAURANT|CAFE|BISTRO|CAVE|HOTEL|MAISON|CHEZ)[A-Z]*\W*)+"
+)
+ARTICLES = frozenset({"LE", "LA", "LES", "L'", "THE", "AU", "AUX"})
 SMALL_WORDS = frozenset({"de", "la", "du", "le", "les", "des", "et", "sur", "en", "au", "aux",
                          "sdn", "bhd", "plt"})  # "... (M) Sdn bhd": a legal form in lower case, not debris
 
@@ -496,13 +502,18 @@ class _Labeller:
             first = candidates[0]
             tallest = max(candidates[:4], key=self._height)
             r = tallest if self._height(tallest) >= 1.3 * self._height(first) else first
+            if r + 1 in candidates and self._repeats_fuller(r, r + 1):
+                r += 1  # a logo "DIVAN" over the printed "LE DIVAN": the fuller row is the name
             name_rows = [r]
-            nxt = r + 1
+            if r - 1 in candidates and TRADE_ROW.fullmatch(self.rows[r - 1].folded.strip()):
+                name_rows.insert(0, r - 1)  # "Boucherie" in small print over a large "andré"
             big = self._height(r) >= 1.3 * self.median_height
-            plain = (nxt in candidates and not self._addressy(nxt)
-                     and not re.search(r"\d", self.rows[nxt].folded))
-            if big and plain and self._height(nxt) >= 0.8 * self._height(r):
+            nxt = r + 1
+            if big and self._same_print_name(nxt, r, candidates):
                 name_rows.append(nxt)  # "BIG" / "FERNAND": one name in large print over two lines
+            elif (big and nxt in candidates and self.rows[nxt].text.strip().lower() in SMALL_WORDS
+                  and self._same_print_name(nxt + 1, r, candidates)):
+                name_rows += [nxt, nxt + 1]  # "L'ATELIER" / "des" / "MÉLANGES": joined by a small word
             address_start = None
         if not name_rows and address_start is None:
             return -1
@@ -525,7 +536,8 @@ class _Labeller:
                 words = row.words_in(0, m.start())
             elif after_form := REG_AFTER_FORM.search(row.folded):
                 words = row.words_in(0, after_form.end())
-            self.set(self._trim_noise(words), "merchant_name", P_GOOD)
+            large = set(self._large_print(r))
+            self.set(self._trim_noise([w for w in words if w in large]), "merchant_name", P_GOOD)
         last = name_rows[-1] if name_rows else address_start - 1
         addr: list[int] = []
         saw_postcode = False
@@ -587,6 +599,21 @@ class _Labeller:
             out.pop()
         return out
 
+    def _large_print(self, r: int) -> list[int]:
+        """Row `r`'s words without those at its ends printed at less than half its largest word's
+        height: a tagline or a label printed small beside a logo-sized name (`NATURALIA  Soyez libre
+        de ...`) is not part of the name."""
+        words = list(self.rows[r].words)
+        tallest = max((self.page.words[w].box[3] - self.page.words[w].box[1] for w in words), default=0)
+
+        def small(w: int) -> bool:
+            return self.page.words[w].box[3] - self.page.words[w].box[1] < 0.5 * tallest
+        while len(words) > 1 and small(words[0]):
+            words.pop(0)
+        while len(words) > 1 and small(words[-1]):
+            words.pop()
+        return words
+
     def _trivial(self, r: int) -> bool:
         f = self.rows[r].folded
         letters = re.sub(r"[^A-Z]", "", f)
@@ -602,6 +629,18 @@ class _Labeller:
         """Row `r` reads like a name: words, no digits, at least one of three letters or more."""
         f = self.rows[r].folded
         return not re.search(r"\d", f) and bool(re.search(r"[A-Z]{3}", f)) and not SKIP_HEADER.search(f)
+
+    def _same_print_name(self, k: int, r: int, candidates: list[int]) -> bool:
+        """Does row `k` go on name row `r`: a plain line (no digits, no address) in about its print?"""
+        return (k in candidates and not self._addressy(k) and not re.search(r"\d", self.rows[k].folded)
+                and self._height(k) >= 0.8 * self._height(r))
+
+    def _repeats_fuller(self, r: int, k: int) -> bool:
+        """Is row `k` row `r` with its article (a logo's `DIVAN` over the printed `LE DIVAN`)? Only an
+        article: `market` over `MARKET DE MONTROUGE` is the name over its branch."""
+        short, full = self.rows[r].folded.split(), self.rows[k].folded.split()
+        return len(full) > len(short) and full[-len(short):] == short and all(
+            w in ARTICLES for w in full[:-len(short)])
 
     def _addressy(self, r: int) -> bool:
         f = self.rows[r].folded
