@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from socratext.fields.normalize import (
+    clean_merchant_address,
     clear_caches,
     find_amounts,
     find_dates,
@@ -378,3 +379,16 @@ def test_date_glued_to_its_time(text: str, date: str, time: str) -> None:
 @pytest.mark.parametrize("text", ["Ref 1/5/20181234", "TOTAL 2018 12:30", "12/2018"])
 def test_glued_date_needs_a_clock_time_after_it(text: str) -> None:
     assert find_dates(text) == []
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # a period between two parts of an address, after a word or a number: a misread comma
+    ("NO 37, JALAN MANIS 7, TAMAN SEGAR. 56100 CHERAS", "NO 37, JALAN MANIS 7, TAMAN SEGAR, 56100 CHERAS"),
+    ("9. JALAN SUBANG JASA 3. 40150 SHAH ALAM", "9, JALAN SUBANG JASA 3, 40150 SHAH ALAM"),
+    # abbreviations keep their periods, and so do periods inside a word or at the end
+    ("NO. 5, AV. DE LA RÉPUBLIQUE, 75011 PARIS", "NO. 5, AV. DE LA RÉPUBLIQUE, 75011 PARIS"),
+    ("22 LRG PERUSAHAAN 4, KIMPAL INDS.PARK B.CAVES", "22 LRG PERUSAHAAN 4, KIMPAL INDS.PARK B.CAVES"),
+    ("12 JLN. BESAR, 40150 SHAH ALAM, SELANGOR D.E.", "12 JLN. BESAR, 40150 SHAH ALAM, SELANGOR D.E."),
+])
+def test_address_periods_between_parts_are_misread_commas(text: str, expected: str) -> None:
+    assert clean_merchant_address(text) == expected

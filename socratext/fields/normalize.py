@@ -382,12 +382,19 @@ def clean_merchant_name(text: str) -> str:
     return s
 
 
+# A period between two parts of an address, after a word or a number (`TAMAN SEGAR. 56100 CHERAS`,
+# `JALAN MANIS 7. TAMAN`): a comma misread (its tail is a few pixels). Not after an abbreviation of up to
+# three letters (`NO. 5`, `AV. DE LA`, `JLN. BESAR`), which prints its period.
+_PERIOD_FOR_COMMA = re.compile(r"(?:(?<=[^\W\d_]{4})|(?<=\d))\.(?= [^\W_])")
+
+
 def clean_merchant_address(text: str) -> str:
     """The address without a registration number before it or phone/fax numbers after it (printed on
     the same line, so the row-level rules cannot leave them out). A postcode is never taken for a phone:
     a phone needs at least 8 digits in two or three groups."""
     s = _collapse(text)
     s = re.sub(r"(?<=\w)\.,(?=\s)", ",", s)  # "SEKSYEN 9., TAMAN": a row's final comma read as a period
+    s = _PERIOD_FOR_COMMA.sub(",", s)
     s = _LEADING_REG_NUMBER.sub("", s)
     m = _TRAILING_PHONE.search(s)
     if m and m.start() > 0 and sum(c.isdigit() for c in m.group()) >= 8:
