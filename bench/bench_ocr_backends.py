@@ -17,7 +17,8 @@ its second pass) with the default settings (fra+eng, psm 6, long side 1800 px) u
   `ppocr-float736-rb6`: the engine before its int8 detector (rapidocr's float detector on a page enlarged
   to a 736 px short side, 6 recognised lines per call), `ppocr-float`, `ppocr-rb6`, `ppocr-det736`: one
   of those three choices undone at a time; `ppocr-rec192`: short text lines padded to 192 px before
-  recognition instead of rapidocr's 320 (`ppocr_rec_min_width`).
+  recognition instead of rapidocr's 320 (`ppocr_rec_min_width`); `ppocr-det-tesseract-lines`: PP-OCR's
+  detector, then Tesseract on each detected line (`PpDetTesseractLines`, not a product engine).
 
 `peak RSS MB` is the largest resident size of a worker process of the `-procs2` variants (one engine each,
 after the run): what one OCR process of that engine costs in memory.
@@ -90,13 +91,55 @@ VARIANTS = [
     # short text lines padded to 192 px before recognition instead of rapidocr's 320 (less CPU, fewer
     # fields right on SROIE's training split: docs/accuracy.md)
     Variant("ppocr-rec192", "ppocr", ppocr=(("ppocr_rec_min_width", 192),)),
+    # the issue's suggested hybrid: PP-OCR's detector finds the lines, Tesseract reads each one
+    Variant("ppocr-det-tesseract-lines", "ppocr-det-tesseract-lines"),
     Variant("ppocr-1280", "ppocr", max_side=1280),  # a smaller page: detection's cost goes with its area
     Variant("ppocr-1024", "ppocr", max_side=1024),
     Variant("ppocr-2threads", "ppocr", intra_op_threads=2),
     Variant("ppocr-threads2", "ppocr", workers=2, pool="threads"),
     Variant("ppocr-procs2", "ppocr", workers=2, pool="procs"),
 ]
-ENGINE_CLASS = {"tesserocr": "TesserocrOcr", "pytesseract": "TesseractOcr", "ppocr": "PpOcr"}
+ENGINE_CLASS = {"tesserocr": "TesserocrOcr", "pytesseract": "TesseractOcr", "ppocr": "PpOcr",
+                "ppocr-det-tesseract-lines": "PpDetTesseractLines"}
+
+
+class PpDetTesseractLines:
+    """PP-OCR's detector finds the text lines, Tesseract's LSTM reads each one as a single line (page
+    segmentation 7, the fra+eng models): the hybrid issue 21 proposed, to keep PP-OCR's layout for
+    Tesseract's CPU. Measured here, not shipped (docs/accuracy.md: fewer words than Tesseract alone)."""
+
+    def __init__(self, settings: object) -> None:
+        import tesserocr
+
+        from socratext.ocr.ppocr_backend import PpOcr
+        from socratext.ocr.tesserocr_backend import tessdata_dir
+
+        self.pp = PpOcr(settings=settings)  # type: ignore[arg-type]
+        self.detector = self.pp._new_engine()
+        self.api = tesserocr.PyTessBaseAPI(path=str(tessdata_dir()).rstrip("/") + "/",
+                                           lang=self.pp.languages, psm=7, oem=1)
+
+    def __call__(self, images: list) -> list:
+        import numpy as np
+
+        from socratext.document import OcrPage, Word
+        from socratext.ocr.ppocr_backend import quad_to_box
+
+        pages = []
+        for img in images:
+            prep = self.pp.prepare_with_info(img)[0]
+            bgr = np.ascontiguousarray(np.asarray(prep.convert("RGB"))[:, :, ::-1])
+            found = self.detector(bgr, use_rec=False, use_cls=False).boxes
+            gray, words = prep.convert("L"), []
+            for quad in found if found is not None else ():
+                x0, y0, x1, y1 = quad_to_box(quad, prep.width, prep.height)
+                pad = max(2, (y1 - y0) // 6)  # Tesseract wants a margin around the ink
+                self.api.SetImage(gray.crop((max(0, x0 - pad), max(0, y0 - pad),
+                                             min(prep.width, x1 + pad), min(prep.height, y1 + pad))))
+                self.api.Recognize()
+                words += [Word(t, (x0, y0, x1, y1), 0.5) for t in self.api.GetUTF8Text().split()]
+            pages.append(OcrPage(words, prep.width, prep.height))
+        return pages
 
 _ENGINES: dict[tuple[object, ...], object] = {}  # per process: engines stay loaded between calls
 
@@ -107,10 +150,12 @@ def _engine(v: Variant) -> object:
 
     key = (v.backend, v.psm, v.max_side, v.config, v.languages, v.intra_op_threads, v.ppocr)
     if key not in _ENGINES:
-        settings = Settings(ocr_max_side=v.max_side, ppocr_max_side=v.max_side, ocr_backend=v.backend,
+        backend = "ppocr" if v.backend == "ppocr-det-tesseract-lines" else v.backend
+        settings = Settings(ocr_max_side=v.max_side, ppocr_max_side=v.max_side, ocr_backend=backend,
                             ocr_intra_op_threads=v.intra_op_threads, **dict(v.ppocr))
-        ocr = make_ocr(settings, psm=v.psm, preprocess=True, extra_config=v.config,
-                       languages=v.languages or None)
+        ocr = (PpDetTesseractLines(settings) if v.backend == "ppocr-det-tesseract-lines" else
+               make_ocr(settings, psm=v.psm, preprocess=True, extra_config=v.config,
+                        languages=v.languages or None))
         if type(ocr).__name__ != ENGINE_CLASS[v.backend]:
             raise SystemExit(f"{v.backend} is not usable here (is tesserocr installed?)")
         _ENGINES[key] = ocr

@@ -80,10 +80,11 @@ def test_bench_bound_smoke(tmp_path: Path) -> None:
 def test_bench_ocr_backends_smoke(tmp_path: Path) -> None:
     out = tmp_path / "ocr_backends.json"
     _run("bench.bench_ocr_backends", "--n", "2", "--chunk", "2", "--variants",
-         "tesserocr,tesserocr-threads2", "--out", str(out))
+         "tesserocr,tesserocr-threads2,ppocr-det-tesseract-lines", "--out", str(out))
     res = json.loads(out.read_text())
     names = [r["name"] for r in res["results"]]
-    assert names == ["pytesseract", "tesserocr", "tesserocr-threads2"]  # the baseline is always measured
+    # the baseline is always measured; the hybrid (PP-OCR's lines read by Tesseract) reads words too
+    assert names == ["pytesseract", "tesserocr", "tesserocr-threads2", "ppocr-det-tesseract-lines"]
     for r in res["results"]:
         assert 0 < r["recall"] <= 1 and r["cpu_s_per_receipt"] > 0 and r["speedup_wall_vs_pytesseract"] > 0
     assert res["machine"]["cpus"] and len(res["machine"]["loadavg_start"]) == 3
