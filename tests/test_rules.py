@@ -713,3 +713,48 @@ def test_french_shop_names_around_logos_and_small_print(head: list, name: str) -
 ])
 def test_what_stays_out_of_a_french_shop_name(head: list, name: str) -> None:
     assert extract(page_from_print(head + PARIS + FRENCH_TAIL))["fields"]["merchant_name"]["value"] == name
+
+
+BUTCHER = """
+BOUCHERIE ANDRE
+2 AVENUE DU LOUP PENDU
+69140 RILLIEUX-LA-PAPE
+MERGUEZ X6
+1x 4,84EUR                 4,84
+Total CHARCUTERIE          4,84
+RAVE
+0,274kg 2,99EUR/kg         0,82
+WC NET GEL FLEURS C..      1,89
+Total FRUITS               2,71
+Total EUR                  7,55
+Le 04/10/2022 17:28
+"""
+
+
+def test_items_through_section_totals_and_weighed_articles() -> None:
+    """A butcher's till totals each section (`Total CHARCUTERIE`) before the amount due (`Total EUR`):
+    the items go on to the amount due. A weighed article prints its weight and price per kilo under
+    its name, and `NET` inside an article's name is no net total."""
+    out = extract(page_from_text(BUTCHER))
+    assert out["fields"]["total"]["value"] == "7.55"
+    items = [{k: v for k, v in i.items() if k != "confidence"} for i in out["items"]]
+    assert items == [
+        {"name": "MERGUEZ X6", "quantity": "1", "unit_price": "4.84", "total_price": "4.84"},
+        {"name": "RAVE", "quantity": "0.274", "unit_price": "2.99", "total_price": "0.82"},
+        {"name": "WC NET GEL FLEURS C..", "total_price": "1.89"},
+    ]
+    net = extract(page_from_text(BUTCHER.replace("Total EUR  ", "NET A PAYER")))
+    assert net["fields"]["total"]["value"] == "7.55"  # a row that starts with NET still is the total
+
+
+@pytest.mark.parametrize(("line", "name", "quantity", "unit_price"), [
+    ("5 *AVOCAT                1.69", "AVOCAT", None, None),  # 5: the VAT code column, not a count
+    ("1 - SALADE DE FRUITS 250  5.20", "SALADE DE FRUITS 250", "1", None),
+    ("2 25 CL WARSTEINER (3.50) 7.00", "25 CL WARSTEINER", "2", "3.50"),  # 2 x 3.50: the count
+    ("1 (fr) the au lait        4.90", "(fr) the au lait", "1", None),
+])
+def test_item_rows_of_french_tills(line: str, name: str, quantity: str | None,
+                                   unit_price: str | None) -> None:
+    text = f"CARREFOUR CITY\n12 RUE DE LA PAIX\n75002 PARIS\n{line}\nTOTAL A PAYER              9.99\n"
+    (item,) = extract(page_from_text(text))["items"]
+    assert (item["name"], item.get("quantity"), item.get("unit_price")) == (name, quantity, unit_price)

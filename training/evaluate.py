@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ class Sample:
     image: Image.Image | None
     gold: dict[str, str]
     page: OcrPage | None = None  # words already read (Label Studio): no OCR, the extractors read these
+    items: list[dict[str, str]] | None = None  # the line items, where the data set knows them (not SROIE)
 
 
 def validation_sroie_stems(val_fraction: float = VAL_FRACTION) -> list[str]:
@@ -82,7 +84,7 @@ def iter_synthetic(n: int, start: int = HELD_OUT_SYNTH_SEED,
         seeds = list(range(start, start + n))
     for seed in seeds[:n]:
         r = generate_receipt(seed, degrade=True)
-        yield Sample(f"synth-{seed}", r.image, dict(r.fields))
+        yield Sample(f"synth-{seed}", r.image, dict(r.fields), items=[dict(i) for i in r.items])
 
 
 LABELSTUDIO_FIELDS = ["merchant_name", "date", "total"]  # the fields its annotators labelled
@@ -104,7 +106,8 @@ def iter_labelstudio(n: int | None = None, train: bool = False) -> Iterator[Samp
         truth = assemble_receipt(lp.page, [WordLabel(lab, 1.0) for lab in lp.labels], receipt_id=lp.id,
                                  source={}, model={})
         gold = {k: v.value for k, v in truth.fields.items() if k in LABELSTUDIO_FIELDS}
-        yield Sample(lp.id or f"ls-{len(lp.page.words)}", None, gold, page=lp.page)
+        yield Sample(lp.id or f"ls-{len(lp.page.words)}", None, gold, page=lp.page,
+                     items=list(truth.export().get("items") or []))
 
 
 def same(field_name: str, pred: str, gold: str) -> bool:
@@ -163,6 +166,30 @@ def misses(receipt: str, extractor: str, fields: list[str], pred: dict[str, str]
     return out
 
 
+def item_key(item: dict[str, str]) -> tuple[str, str | None]:
+    """What makes a line item right: its name (spaces and case aside) and its line total. Quantity and
+    unit price are often not printed, and a wrong name or total is what a person would correct."""
+    return " ".join(str(item.get("name") or "").split()).upper(), item.get("total_price")
+
+
+def match_items(pred: list[dict[str, str]], gold: list[dict[str, str]],
+                ) -> tuple[int, list[dict[str, str]], list[dict[str, str]]]:
+    """(items right, predicted items matching no true one, true items no prediction matched): a
+    multiset match on `item_key`, so a receipt listing the same article twice needs it twice."""
+    left = Counter(item_key(g) for g in gold)
+    spurious, missed = [], []
+    for p in pred:
+        if left[item_key(p)] > 0:
+            left[item_key(p)] -= 1
+        else:
+            spurious.append(p)
+    for g in gold:  # as many of each unmatched key as are left
+        if left[item_key(g)] > 0:
+            left[item_key(g)] -= 1
+            missed.append(g)
+    return len(pred) - len(spurious), spurious, missed
+
+
 @dataclass
 class Counts:
     tp: int = 0
@@ -193,6 +220,7 @@ class Score:
     model_ms: list[float] = field(default_factory=list)
     ocr_ms: list[float] = field(default_factory=list)  # OCR wall ms of each receipt, both passes
     second_passes: int = 0  # receipts the OCR read twice (the first pass missed the date or total line)
+    items: Counts | None = None  # line items, on the data sets that know them (not in the micro F1)
 
     def update(self, pred: dict[str, str], gold: dict[str, str], model_ms: float,
                ocr_timings: dict[str, float] | None = None) -> None:
@@ -207,6 +235,12 @@ class Score:
         if all(hit(f, pred.get(f), gold.get(f)) for f in ("date", "total")):
             self.date_and_total += 1
 
+    def update_items(self, pred: list[dict[str, str]], gold: list[dict[str, str]]) -> None:
+        right, spurious, missed = match_items(pred, gold)
+        self.items = self.items or Counts()
+        self.items.tp, self.items.fp, self.items.fn = (self.items.tp + right, self.items.fp + len(spurious),
+                                                       self.items.fn + len(missed))
+
     def table(self) -> dict[str, object]:
         per = {f: dict(zip(("precision", "recall", "f1"), (round(v, 4) for v in c.prf()), strict=False))
                for f, c in self.counts.items()}
@@ -220,7 +254,10 @@ class Score:
                 "model_ms_per_receipt_median": round(ms[len(ms) // 2], 2) if ms else None,
                 "ocr_ms_per_receipt_mean": (round(sum(self.ocr_ms) / len(self.ocr_ms), 1)
                                             if self.ocr_ms else None),
-                "ocr_second_pass_share": round(self.second_passes / max(self.receipts, 1), 4)}
+                "ocr_second_pass_share": round(self.second_passes / max(self.receipts, 1), 4),
+                "items": (None if self.items is None else
+                          dict(zip(("precision", "recall", "f1"), (round(v, 4) for v in self.items.prf()),
+                                   strict=True)))}
 
 
 class CachedOcrStage:
@@ -289,11 +326,22 @@ def evaluate(samples: Iterator[Sample], extractors: dict[str, object], fields: l
             rec = stage([res.page], [res.image], [s.name], [{"path": s.name}])[0]
             pred = {k: v.value for k, v in rec.fields.items()}
             scores[name].update(pred, s.gold, rec.timings_ms.get("model", 0.0), res.timings_ms)
+            if s.items is not None:
+                pred_items = rec.export().get("items") or []
+                scores[name].update_items(pred_items, s.items)
+                if errors is not None:
+                    _, spurious, missed = match_items(pred_items, s.items)
+                    errors.extend(Miss(s.name, name, "items", _item_text(p), None, None) for p in spurious)
+                    errors.extend(Miss(s.name, name, "items", None, _item_text(g), True) for g in missed)
             if errors is not None:
                 errors.extend(misses(s.name, name, fields, pred, s.gold, res.page))
         if on_sample:
             on_sample(i)
     return {name: sc.table() for name, sc in scores.items()}
+
+
+def _item_text(item: dict[str, str]) -> str:
+    return f"{item.get('name')} | {item.get('total_price')}"
 
 
 def print_tables(results: dict[str, dict[str, object]], title: str) -> None:
@@ -309,6 +357,10 @@ def print_tables(results: dict[str, dict[str, object]], title: str) -> None:
             d = results[n]["micro"] if f == "micro" else results[n]["per_field"][f]  # type: ignore[index]
             row += f"{d['precision']:>10.3f}{d['recall']:>8.3f}{d['f1']:>8.3f}"
         print(row)
+    if all(results[n].get("items") for n in names):  # name and line total both right; not in the micro
+        print(f"{'line items':<18}" + "".join(
+            f"{d['precision']:>10.3f}{d['recall']:>8.3f}{d['f1']:>8.3f}"
+            for d in (results[n]["items"] for n in names)))  # type: ignore[index]
     for n in names:
         r = results[n]
         print(f"{n}: {r['receipts']} receipts, date+total exact {r['date_and_total_exact']:.1%}, "
@@ -429,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     print_tables(results, f"{args.dataset}: end-to-end per-field precision / recall / F1 ({n} {args.split})")
     if args.errors and errors is not None:
         write_errors(args.errors, errors)
-        print_miss_causes(errors, list(extractors), fields)
+        with_items = any(m.field == "items" for m in errors)
+        print_miss_causes(errors, list(extractors), fields + (["items"] if with_items else []))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"dataset": args.dataset, "split": args.split, "n": n,

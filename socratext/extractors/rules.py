@@ -35,6 +35,7 @@ from socratext.fields.normalize import (
     find_payment_method,
     find_times,
     fold,
+    parse_amount,
     parse_currency,
     parse_quantity,
     parse_rate,
@@ -49,7 +50,7 @@ from socratext.labels import OTHER
 
 TOTAL_KW = re.compile(
     r"\bTOTAL\b|\bTOTA[l1I]\b|\bA PAYER\b|\bMONTANT DU\b|\bMONTANT TTC\b|\bNET A PAYER\b|\bAMOUNT DUE\b|"
-    r"\bTOTAL DUE\b|\bDUE\b|\bGRAND TOTAL\b|\bNETT?\b|\bTTC\b|\bA REGLER\b|\bTOTAL A PAYER\b|\bSOMME DUE\b"
+    r"\bTOTAL DUE\b|\bDUE\b|\bGRAND TOTAL\b|^\W*NETT?\b|\bTTC\b|\bA REGLER\b|\bTOTAL A PAYER\b|\bSOMME DUE\b"
 )
 STRONG_TOTAL_KW = re.compile(
     r"A PAYER|MONTANT DU|ROUNDED|ROUNDING ADJ|\bNETT? TOTAL|GRAND TOTAL|AMOUNT DUE|TOTAL DUE|A REGLER|"
@@ -109,7 +110,7 @@ ITEM_HEADER = re.compile(r"DESIGNATION|\bQTE\b|\bQTY\b|\bPRIX\b|\bARTICLES?\b|\b
 NOT_ITEM = re.compile(
     r"TOTAL|T\.?V\.?A|\bHT\b|\bTTC\b|\bGST\b|\bSST\b|\bTAX\b|\bCB\b|CARTE BANCAIRE|ESPECES|\bCASH\b|RENDU|"
     r"\bCHANGE\b|MONNAIE|\bPAYER\b|\bVISA\b|ROUNDING|ARRONDI|\bTENDERED\b|PAYMENT|PAIEMENT|\bSIRET\b|"
-    r"\bDATE\b|\bTEL\b|\bSOLDE\b|\bMERCI\b|\bNETT?\b|\bDUE\b|SANS CONTACT|\bARTICLES?\b\s*:"
+    r"\bDATE\b|\bTEL\b|\bSOLDE\b|\bMERCI\b|^\W*NETT?\b|\bDUE\b|SANS CONTACT|\bARTICLES?\b\s*:"
 )
 LOYALTY = re.compile(r"FIDELITE|LOYALTY|MEMBER|\bCLUB\b|POINTS|CAGNOTTE")
 AMOUNT_ONLY = re.compile(r"[^A-Z]*(?:RM|EUR|MYR|E)?[^A-Z]*")
@@ -129,7 +130,10 @@ QTY_X_PRICE = re.compile(
     r"(?<![\w.,])(?P<q>\d{1,4}(?:[.,]\d{1,3})?)\s?(?P<u>KG|G|L|PCS?|U)?\s?[X*]\s?"
     r"(?P<p>(?:€|RM)?\s?\d+[.,]\d{2,3})(?:\s?(?:€|EUR))?(?:\s?/\s?(?:KG|L|U|PC))?"
 )
-LEAD_QTY = re.compile(r"^(?P<q>\d{1,2}(?:[.,]\d{1,3}\s?(?:KG|G)?)?)\s?(?:X\s)?(?=[A-Z])")
+PER_UNIT_PRICE = re.compile(r"(?:€|RM)?\s?\d+[.,]\d{2,3}\s?(?:€|EUR)?\s?/\s?(?:KG|L|U|PC)")
+LEAD_QTY = re.compile(r"^(?P<q>\d{1,2}(?:[.,]\d{1,3}\s?(?:KG|G)?)?)\s?(?:X\s|-\s)?(?=[A-Z(])")
+# "5 *AVOCAT": the VAT code column (5 = 5.5 %) of a chain's till, before the starred article
+LEAD_VAT_CODE = re.compile(r"^\d\s+(?=\*)")
 VAT_CODE_RATE = re.compile(r"^\W*(?:TVA\s*)?(?:[A-F]|T\d|\d)?\W*\s(?P<r>\d{1,2}(?:[.,]\d{1,2})?)\s")
 PCT = re.compile(r"(?<![\d.,])(?P<r>\d{1,2}(?:\s?[.,:]\s?\d{1,2})?)\s?%")  # OCR: "20, 00%", "5:5%"
 
@@ -255,7 +259,9 @@ class _Labeller:
         value_words = [w for w in chosen[3] if not self._currency_word(w)]
         self.set(value_words or chosen[3], "total", chosen[4])
         self._currency_near(chosen[2], P_GOOD)
-        first_total_row = min(c[2] for c in cands)
+        # the items end at the first row that reads like the total as much as the chosen one: a weaker
+        # total row above it is a section's (`Total CHARCUTERIE 4,84`, then `Total EUR 12,90`)
+        first_total_row = min(c[2] for c in cands if c[0] == top)
         return min(first_total_row, chosen[2])
 
     def _rounded(self, chosen: _Cand) -> _Cand:
@@ -695,8 +701,12 @@ class _Labeller:
                 unit = (found[-2][0], found[-2][1])
             if unit is not None and total[0] < unit[1]:
                 total = None  # the only amount is the unit price of "2 x 1,25"
-            name_words = [w for w in row.words_in(name_start, name_end) if w not in qty_words]
-            lead = LEAD_QTY.match(f)
+            if code := LEAD_VAT_CODE.match(f):
+                name_start = max(name_start, code.end())
+            priced = set(row.words_in(*unit)) if unit is not None else set()  # "(3.50)": one word, brackets
+            name_words = [w for w in row.words_in(name_start, name_end)
+                          if w not in qty_words and w not in priced]
+            lead = LEAD_QTY.match(f) if not code else None
             if lead and not qty_words and name_words:
                 q = row.words_in(lead.start("q"), lead.end("q"))
                 if q and parse_quantity(" ".join(self.page.words[w].text for w in q)):
@@ -709,8 +719,17 @@ class _Labeller:
                 last = self.page.words[name_words[-1]].text
                 if re.fullmatch(r"\d{1,3}(?:[.,]\d{1,3})?", last) and len(name_words) > 1:
                     qty_words = [name_words.pop()]
+                # "2 25 CL WARSTEINER (3.50) 7.00": a leading count that the prices confirm (2 x 3.50)
+                elif (len(name_words) > 1 and total is not None
+                      and re.fullmatch(r"\d{1,3}", first := self.page.words[name_words[0]].text)
+                      and item_consistent(first, parse_amount(f[unit[0]:unit[1]]), total[2])):
+                    qty_words = [name_words.pop(0)]
             name_words = [w for w in name_words if re.search(r"\w", self.page.words[w].text)]
             name_text = fold(" ".join(self.page.words[w].text for w in name_words))
+            unit_words: list[int] = []
+            if unit is None and PER_UNIT_PRICE.fullmatch(name_text.strip()):
+                # "0,274kg 2,99EUR/kg 0,82": the price per kilo, not a name (that is on the row above)
+                unit_words, name_words, name_text = name_words, [], ""
             has_name = bool(re.search(r"[A-Z]{2}", name_text))
             if not has_name:
                 if pending_name is None:
@@ -722,7 +741,8 @@ class _Labeller:
             pending_name = None
             self.set(qty_words, "item_quantity", P_WEAK)
             if unit is not None:
-                self.set(row.words_in(*unit), "item_unit_price", P_WEAK)
+                unit_words = row.words_in(*unit)
+            self.set(unit_words, "item_unit_price", P_WEAK)
             if total is not None:
                 self.set(row.words_in(total[0], total[1]), "item_total_price", P_WEAK)
 

@@ -284,6 +284,14 @@ def _amount_of(layout: _Layout, words: list[int], last: bool) -> str | None:
     return None
 
 
+def _unit_price(layout: _Layout, words: list[int]) -> str | None:
+    """A unit price as tills print it beside the article: `(3.50)` is the price in brackets, not a
+    refund as a bracketed total would be, and `2,99EUR/kg` is the price of a kilo."""
+    text = re.sub(r"^\((.*)\)$", r"\1", layout.text(words).strip())
+    text = re.sub(r"\s*/\s*(?:KG|L|U|PC)\.?$", "", text, flags=re.IGNORECASE)
+    return _amount(text) or _amount_of(layout, words, last=False)
+
+
 def _items(layout: _Layout, labels: list[WordLabel]) -> list[Item]:
     """Items line by line; a name line followed by a prices-only line (`2 x 1,10   2,20`) is one item."""
     items: list[Item] = []
@@ -294,7 +302,7 @@ def _items(layout: _Layout, labels: list[WordLabel]) -> list[Item]:
         if name is None:
             return None
         qty = parse_quantity(layout.text(row["item_quantity"])) if "item_quantity" in row else None
-        unit = _amount_of(layout, row["item_unit_price"], last=False) if "item_unit_price" in row else None
+        unit = _unit_price(layout, row["item_unit_price"]) if "item_unit_price" in row else None
         total = _amount_of(layout, row["item_total_price"], last=True) if "item_total_price" in row else None
         prob = sum(labels[i].probability for i in words) / len(words)
         conf = prob * ocr_factor(layout.page, words)
