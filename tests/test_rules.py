@@ -758,3 +758,13 @@ def test_item_rows_of_french_tills(line: str, name: str, quantity: str | None,
     text = f"CARREFOUR CITY\n12 RUE DE LA PAIX\n75002 PARIS\n{line}\nTOTAL A PAYER              9.99\n"
     (item,) = extract(page_from_text(text))["items"]
     assert (item["name"], item.get("quantity"), item.get("unit_price")) == (name, quantity, unit_price)
+
+
+def test_weighed_article_with_a_multiplication_sign() -> None:
+    """`1,144 kg × 2,85 €/kg` (the × sign, as the bundled samples print it) is the weight and the price
+    per kilo of the article named on the row above, as `X` is."""
+    text = ("NETTO\n198 BD PASTEUR\n30000 NIMES\nPOMMES GOLDEN\n1,144 kg × 2,85 €/kg   3,26 €\n"
+            "Total 3,26 EUR\n")
+    (item,) = extract(page_from_text(text))["items"]
+    assert (item["name"], item["quantity"], item["unit_price"], item["total_price"]) == (
+        "POMMES GOLDEN", "1.144", "2.85", "3.26")

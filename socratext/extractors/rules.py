@@ -127,11 +127,11 @@ REG_ROW = re.compile(_CO_NO + r"\d{4,}[\s-]*[A-Z]\s*\)")
 REG_NUMBER = re.compile(r"\s" + _CO_NO + r"\d{3,}[\s-]*[A-Z]?\s*\)\s*$")
 CURRENCY_WORD = re.compile(r"^(?:€|EUR|EUROS?|RM|MYR|\$|USD|£|GBP|CHF)$")
 QTY_X_PRICE = re.compile(
-    r"(?<![\w.,])(?P<q>\d{1,4}(?:[.,]\d{1,3})?)\s?(?P<u>KG|G|L|PCS?|U)?\s?[X*]\s?"
+    r"(?<![\w.,])(?P<q>\d{1,4}(?:[.,]\d{1,3})?)\s?(?P<u>KG|G|L|PCS?|U)?\s?[X*×]\s?"
     r"(?P<p>(?:€|RM)?\s?\d+[.,]\d{2,3})(?:\s?(?:€|EUR))?(?:\s?/\s?(?:KG|L|U|PC))?"
 )
 PER_UNIT_PRICE = re.compile(r"(?:€|RM)?\s?\d+[.,]\d{2,3}\s?(?:€|EUR)?\s?/\s?(?:KG|L|U|PC)")
-LEAD_QTY = re.compile(r"^(?P<q>\d{1,2}(?:[.,]\d{1,3}\s?(?:KG|G)?)?)\s?(?:X\s|-\s)?(?=[A-Z(])")
+LEAD_QTY = re.compile(r"^(?P<q>\d{1,2}(?:[.,]\d{1,3}\s?(?:KG|G)?)?)\s?(?:[X×]\s|-\s)?(?=[A-Z(])")
 # "5 *AVOCAT": the VAT code column (5 = 5.5 %) of a chain's till, before the starred article
 LEAD_VAT_CODE = re.compile(r"^\d\s+(?=\*)")
 VAT_CODE_RATE = re.compile(r"^\W*(?:TVA\s*)?(?:[A-F]|T\d|\d)?\W*\s(?P<r>\d{1,2}(?:[.,]\d{1,2})?)\s")
