@@ -71,6 +71,21 @@ def test_rows_from_segments_keeps_stacked_rows_apart() -> None:
     assert pb.rows_from_segments([], 10, 10).words == []
 
 
+def test_rows_from_segments_merges_a_name_found_between_a_rows_prices() -> None:
+    # The detector can return a row's count and prices as one line whose extent covers the article name,
+    # and the name as a line of its own, at the same height: their words do not collide, so one row.
+    segments = [[_w("1", 94, 671, 117, 703), _w("22.89", 516, 669, 604, 704),
+                 _w("22.89", 694, 669, 782, 704)],
+                [_w("Magret", 181, 670, 284, 707), _w("de", 305, 670, 333, 707),
+                 _w("Canard", 355, 670, 457, 707)]]
+    page = pb.rows_from_segments(segments, 800, 800)
+    assert [" ".join(page.words[i].text for i in line) for line in page.lines()] == [
+        "1 Magret de Canard 22.89 22.89"]
+    # words printed over each other at one height stay two lines (a stamp over the text, a duplicate)
+    stamp = [[_w("PAYE", 100, 670, 200, 705)], [_w("MENU", 120, 672, 220, 704)]]
+    assert len(list(pb.rows_from_segments(stamp, 800, 800).lines())) == 2
+
+
 def test_page_from_result_splits_spaced_words_and_clamps_boxes() -> None:
     result = SimpleNamespace(word_results=(
         (("Total", 0.99, [[10, 10], [90, 10], [90, 40], [10, 40]]),),

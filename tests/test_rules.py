@@ -768,3 +768,10 @@ def test_weighed_article_with_a_multiplication_sign() -> None:
     (item,) = extract(page_from_text(text))["items"]
     assert (item["name"], item["quantity"], item["unit_price"], item["total_price"]) == (
         "POMMES GOLDEN", "1.144", "2.85", "3.26")
+
+
+def test_a_vat_lines_amounts_are_no_siret() -> None:
+    """`10% 120.58 12.06 132.64`: fourteen digits in a row of amounts, which pass the SIRET checksum by
+    chance, are no SIRET without the keyword."""
+    text = "CHEZ MARCEL\n41 PLACE SAINT-MICHEL\n21000 DIJON\n10% 120.58 12.06 132.64\nTOTAL TTC 132,64\n"
+    assert "siret" not in extract(page_from_text(text))["fields"]

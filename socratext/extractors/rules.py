@@ -183,6 +183,8 @@ class _Labeller:
         for r, row in enumerate(self.rows):
             siret_kw = bool(re.search(r"SIRE[TN]|\bSIR\b", row.folded))
             for m in re.finditer(r"(?<!\d)\d(?:[ .]?\d){13}(?!\d)", row.folded):
+                if not siret_kw and len(find_amounts(m.group(0))) >= 2:
+                    continue  # "120.58 12.06 132.64": a VAT line's amounts, whose digits pass Luhn by chance
                 digits = re.sub(r"\D", "", m.group(0))
                 if siret_is_valid(digits) or siret_kw:  # a misread one may be repaired from the VAT number
                     prob = (P_STRONG if siret_kw else P_WEAK) if siret_is_valid(digits) else P_WEAK

@@ -101,6 +101,11 @@ def page_rows(page: OcrPage) -> list[Row]:
 
 
 def _overlaps_x(page: OcrPage, a: list[int], b: list[int]) -> bool:
-    ax0, ax1 = min(page.words[i].box[0] for i in a), max(page.words[i].box[2] for i in a)
-    bx0, bx1 = min(page.words[i].box[0] for i in b), max(page.words[i].box[2] for i in b)
-    return min(ax1, bx1) - max(ax0, bx0) > 0.2 * min(ax1 - ax0, bx1 - bx0)
+    """Do two lines at one height print over each other (two lines, not one row)? Word by word: PP-OCR
+    sometimes finds a row's article name as a line of its own between the words of a line holding the
+    row's count and prices (`1 ... 22.89 22.89` around `Magret de Canard`); their extents overlap, their
+    words do not."""
+    def overlap(i: int, j: int) -> bool:
+        (x0, _, x1, _), (u0, _, u1, _) = page.words[i].box, page.words[j].box
+        return min(x1, u1) - max(x0, u0) > 0.2 * min(x1 - x0, u1 - u0)
+    return any(overlap(i, j) for i in a for j in b)
