@@ -175,8 +175,8 @@ def test_the_worker_assembles_with_the_known_values_and_reloads_them(known: Know
     known.save(path)
     deps = agent.build_extract_deps(Settings(model="rules", known_values=str(path), model_poll_s=5), None)
     deps.extractor = _NameExtractor()  # type: ignore[assignment]
-    raws = [_ocr_event("a", "WELDOM FF"), _ocr_event("b", "MAISON R0BERT")]
-    assert _names(agent.process_extract_batch(raws, deps)) == ["WELDOM", "MAISON R0BERT"]
+    raws = [_ocr_event("a", "WELDOM FF"), _ocr_event("b", "MAISON RQBERT")]
+    assert _names(agent.process_extract_batch(raws, deps)) == ["WELDOM", "MAISON RQBERT"]
 
     w = deps.known_watcher
     assert w is not None and w.check() is None  # unchanged file: nothing to swap

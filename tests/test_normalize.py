@@ -27,6 +27,7 @@ from socratext.fields.normalize import (
     parse_siret,
     parse_time,
     parse_vat_number,
+    repair_letter_zeros,
     repair_vat_number,
     siret_is_valid,
 )
@@ -392,3 +393,16 @@ def test_glued_date_needs_a_clock_time_after_it(text: str) -> None:
 ])
 def test_address_periods_between_parts_are_misread_commas(text: str, expected: str) -> None:
     assert clean_merchant_address(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("BIERE BL0NDE 6X25CL", "BIERE BLONDE 6X25CL"),  # a zero among capitals is a narrow O
+    ("EXPRESS0", "EXPRESSO"),
+    ("JUS D'0RANGE 1L", "JUS D'ORANGE 1L"),
+    ("KMF FO0DICIOUS SDN BHD", "KMF FOODICIOUS SDN BHD"),
+    ("VIS 4X40 X200", "VIS 4X40 X200"),  # words with other digits keep their zeros
+    ("CHOCOLAT NOIR 70%", "CHOCOLAT NOIR 70%"),
+    ("Express0 R0 ZONE 0", "Express0 R0 ZONE 0"),  # lower case, one capital, a lone zero: left alone
+])
+def test_zeros_among_capitals_are_letter_os(text: str, expected: str) -> None:
+    assert repair_letter_zeros(text) == expected

@@ -775,3 +775,13 @@ def test_a_vat_lines_amounts_are_no_siret() -> None:
     chance, are no SIRET without the keyword."""
     text = "CHEZ MARCEL\n41 PLACE SAINT-MICHEL\n21000 DIJON\n10% 120.58 12.06 132.64\nTOTAL TTC 132,64\n"
     assert "siret" not in extract(page_from_text(text))["fields"]
+
+
+def test_item_and_shop_names_get_their_os_back() -> None:
+    """PP-OCR reads a narrow capital O as a zero (`BL0NDE`): names, addresses and items are repaired
+    in assembly, amounts and codes with digits are not."""
+    text = "BI0COOP\n15 RUE VICT0R HUGO\n63000 CLERMONT\nBIERE BL0NDE 6X25CL   5,09\nTOTAL TTC   5,09\n"
+    out = extract(page_from_text(text))
+    assert out["fields"]["merchant_name"]["value"] == "BIOCOOP"
+    assert out["fields"]["merchant_address"]["value"] == "15 RUE VICTOR HUGO, 63000 CLERMONT"
+    assert [(i["name"], i["total_price"]) for i in out["items"]] == [("BIERE BLONDE 6X25CL", "5.09")]

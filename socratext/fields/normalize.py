@@ -366,6 +366,22 @@ def strip_diacritics(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
+_WORD = re.compile(r"[\w']+")
+
+
+def repair_letter_zeros(text: str) -> str:
+    """`BIERE BL0NDE` → `BIERE BLONDE`: the deep OCR reads a narrow capital O as a zero. A word made of
+    capitals and zeros only, two capitals at least, gets its O's back (`EXPRESS0`, `D'0RANGE`); a word
+    with another digit keeps its zeros (`X200`, `4X40`, `70%`), and so does lower case (pure)."""
+    def fix(m: re.Match[str]) -> str:
+        word = m.group(0)
+        core = word.replace("'", "")
+        if "0" in core and re.fullmatch(r"[A-Z0]+", core) and sum(c.isalpha() for c in core) >= 2:
+            return word.replace("0", "O")
+        return word
+    return _WORD.sub(fix, text)
+
+
 def clean_merchant_name(text: str) -> str:
     """The shop's name as printed, without what receipts print beside it: the company registration
     number, an "owned by" prefix, full-width brackets (NFKC), and the deep OCR's `5/B` for `S/B`.
