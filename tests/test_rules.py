@@ -785,3 +785,15 @@ def test_item_and_shop_names_get_their_os_back() -> None:
     assert out["fields"]["merchant_name"]["value"] == "BIOCOOP"
     assert out["fields"]["merchant_address"]["value"] == "15 RUE VICTOR HUGO, 63000 CLERMONT"
     assert [(i["name"], i["total_price"]) for i in out["items"]] == [("BIERE BLONDE 6X25CL", "5.09")]
+
+
+def test_a_misread_thanks_for_shopping_is_no_name() -> None:
+    """`THANK YOU FOR SHOPPING WITH myNEWS.com` printed over the name, its first words misread (`TQFOR`)."""
+    text = """
+TQFOR SHOPPING WITH myNEWS.com
+PAGOH REST AND SERVICE AREA
+LOT R1, KWS REHAT & RAWAT PAGOH ARAH UTARA,
+84600 PAGOH, JOHOR
+TOTAL                      RM 9.90
+"""
+    assert extract(page_from_text(text))["fields"]["merchant_name"]["value"] == "PAGOH REST AND SERVICE AREA"

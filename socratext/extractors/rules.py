@@ -77,7 +77,8 @@ SKIP_HEADER = re.compile(
     r"\bHOTE\b|\bSERVEUR\b|\bTABLE\s*(?:N\W*)?\d|\bCOUVERTS?\b|FORMERLY|LICENSEE|^\W*[A-Z]?\W*$|BONJOUR|\bOPEN\b|"
     r"\bOUVERT\b|HORAIRES|CAPITAL|\bDU LUNDI\b|MAGASIN\s*N|\bSTORE\s*#|VOTRE\b|\bMAGASIN\b\s*:|"
     # a receipt's closing lines, which some shops print above their name
-    r"\bPLEASE\b|\bVISIT US\b|\bCOME AGAIN\b|REFUNDABLE|EXCHANGEABLE|RETURNABLE|\bGOODS SOLD\b"
+    r"\bPLEASE\b|\bVISIT US\b|\bCOME AGAIN\b|REFUNDABLE|EXCHANGEABLE|RETURNABLE|\bGOODS SOLD\b|"
+    r"\bSHOPPING WITH\b|\bFOR SHOPPING\b"
 )
 # What a company row says when the shop's own name is on the row above: legal forms and trades only.
 GENERIC_NAME = re.compile(
