@@ -27,7 +27,7 @@ from socratext.fields.normalize import (
     parse_siret,
     parse_time,
     parse_vat_number,
-    repair_letter_zeros,
+    repair_o_zero,
     repair_vat_number,
     siret_is_valid,
 )
@@ -403,6 +403,9 @@ def test_address_periods_between_parts_are_misread_commas(text: str, expected: s
     ("VIS 4X40 X200", "VIS 4X40 X200"),  # words with other digits keep their zeros
     ("CHOCOLAT NOIR 70%", "CHOCOLAT NOIR 70%"),
     ("Express0 R0 ZONE 0", "Express0 R0 ZONE 0"),  # lower case, one capital, a lone zero: left alone
+    # an O among digits is a zero
+    ("NO 29O, JALAN AIR PANAS, 4O000 SHAH ALAM", "NO 290, JALAN AIR PANAS, 40000 SHAH ALAM"),
+    ("NO 2 OF 5, 1O", "NO 2 OF 5, 1O"),  # one digit: not enough to say
 ])
-def test_zeros_among_capitals_are_letter_os(text: str, expected: str) -> None:
-    assert repair_letter_zeros(text) == expected
+def test_o_and_zero_read_by_the_word_around_them(text: str, expected: str) -> None:
+    assert repair_o_zero(text) == expected

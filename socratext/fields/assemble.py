@@ -35,7 +35,7 @@ from socratext.fields.normalize import (
     parse_siret,
     parse_time,
     parse_vat_number,
-    repair_letter_zeros,
+    repair_o_zero,
     repair_vat_number,
     siret_is_valid,
     strip_diacritics,
@@ -62,11 +62,11 @@ def _clean_text(text: str) -> str | None:
 
 
 def _name(text: str) -> str | None:
-    return _clean_text(clean_merchant_name(repair_letter_zeros(text)))
+    return _clean_text(clean_merchant_name(repair_o_zero(text)))
 
 
 def _address(text: str) -> str | None:
-    return _clean_text(clean_merchant_address(repair_letter_zeros(text)))
+    return _clean_text(clean_merchant_address(repair_o_zero(text)))
 
 
 def _amount(text: str) -> str | None:
@@ -299,7 +299,7 @@ def _items(layout: _Layout, labels: list[WordLabel]) -> list[Item]:
     pending: tuple[int, list[int], list[int]] | None = None  # (rank, name words, all words)
 
     def make(name_words: list[int], row: dict[str, list[int]], words: list[int]) -> Item | None:
-        name = _clean_text(repair_letter_zeros(layout.text(name_words))) if name_words else None
+        name = _clean_text(repair_o_zero(layout.text(name_words))) if name_words else None
         if name is None:
             return None
         qty = parse_quantity(layout.text(row["item_quantity"])) if "item_quantity" in row else None

@@ -369,15 +369,18 @@ def strip_diacritics(text: str) -> str:
 _WORD = re.compile(r"[\w']+")
 
 
-def repair_letter_zeros(text: str) -> str:
-    """`BIERE BL0NDE` → `BIERE BLONDE`: the deep OCR reads a narrow capital O as a zero. A word made of
-    capitals and zeros only, two capitals at least, gets its O's back (`EXPRESS0`, `D'0RANGE`); a word
-    with another digit keeps its zeros (`X200`, `4X40`, `70%`), and so does lower case (pure)."""
+def repair_o_zero(text: str) -> str:
+    """The deep OCR confuses a narrow capital O and a zero; the word around one says which it is (pure).
+    A word of capitals and zeros, two capitals at least, gets O's (`BL0NDE`, `EXPRESS0`, `D'0RANGE`); a
+    word of digits and O's, two digits at least, gets zeros (`NO 29O`, a postcode `4O000`). Other words
+    keep what was read (`X200`, `4X40`, `70%`, `Express0`, `A0`)."""
     def fix(m: re.Match[str]) -> str:
         word = m.group(0)
         core = word.replace("'", "")
         if "0" in core and re.fullmatch(r"[A-Z0]+", core) and sum(c.isalpha() for c in core) >= 2:
             return word.replace("0", "O")
+        if "O" in core and re.fullmatch(r"[0-9O]+", core) and sum(c.isdigit() for c in core) >= 2:
+            return word.replace("O", "0")
         return word
     return _WORD.sub(fix, text)
 
