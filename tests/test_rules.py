@@ -797,3 +797,20 @@ LOT R1, KWS REHAT & RAWAT PAGOH ARAH UTARA,
 TOTAL                      RM 9.90
 """
     assert extract(page_from_text(text))["fields"]["merchant_name"]["value"] == "PAGOH REST AND SERVICE AREA"
+
+
+def test_a_name_over_two_rows_ends_at_its_registration_number() -> None:
+    """`RESTAURANT JIAWEI` / `JIAWEI HOUSE` / `002693074-K`: without a legal form, the plain rows from the
+    first one down to the registration number are the name."""
+    text = """
+RESTAURANT JIAWEI
+JIAWEI HOUSE
+002693074-K
+13, JLN TASIK UTAMA 8
+MEDAN NIAGA DAMAI SG BESI
+TOTAL                      RM 9.90
+"""
+    fields = extract(page_from_text(text))["fields"]
+    assert fields["merchant_name"]["value"] == "RESTAURANT JIAWEI JIAWEI HOUSE"
+    alone = text.replace("002693074-K\n", "")  # without the number, the second row is not taken
+    assert extract(page_from_text(alone))["fields"]["merchant_name"]["value"] == "RESTAURANT JIAWEI"

@@ -121,10 +121,13 @@ BRANCH_ROW = re.compile(r"\(\s*[A-Z][A-Z .&'-]*\)")
 REG_AFTER_FORM = re.compile(r"(?:\bS/B|\bBHD|\bPLT)\.?(?=\s*,?\s*[A-Z]{0,2}\d{4,}[\s-]*[A-Z]\b)")
 # The outlet printed under a chain's head-office address: its number and its name (`1245-DESA SRI HARTAMAS`)
 OUTLET_ROW = re.compile(r"\d{3,5}-[A-Z][A-Z .'&-]*")
-_CO_NO = r"\(\s*(?:CO\.?\s*(?:NO|REG)\.?\s*:?\s*)?[A-Z]{0,2}"  # "(", an optional "Co No.:", a prefix
+_CO_PREFIX = r"(?:CO\.?\s*(?:NO|REG)\.?\s*:?\s*)?[A-Z]{0,2}"  # an optional "Co No.:", a letter prefix
+_CO_NO = r"\(\s*" + _CO_PREFIX  # the same after "("
 # A row that starts with the company's registration number in brackets, printed under the name
 # (`(0005583085-K)`, `(Co No. 315481-T) GST No. ...`)
 REG_ROW = re.compile(_CO_NO + r"\d{4,}[\s-]*[A-Z]\s*\)")
+# A row that says nothing but the registration number, bracketed or not (`002693074-K`)
+REG_ONLY = re.compile(r"\(?\s*" + _CO_PREFIX + r"\d{4,}[\s-]*[A-Z]\s*\)?")
 REG_NUMBER = re.compile(r"\s" + _CO_NO + r"\d{3,}[\s-]*[A-Z]?\s*\)\s*$")
 CURRENCY_WORD = re.compile(r"^(?:€|EUR|EUROS?|RM|MYR|\$|USD|£|GBP|CHF)$")
 QTY_X_PRICE = re.compile(
@@ -523,6 +526,9 @@ class _Labeller:
             elif (big and nxt in candidates and self.rows[nxt].text.strip().lower() in SMALL_WORDS
                   and self._same_print_name(nxt + 1, r, candidates)):
                 name_rows += [nxt, nxt + 1]  # "L'ATELIER" / "des" / "MÉLANGES": joined by a small word
+            elif (nxt + 1 < top and REG_ONLY.fullmatch(self.rows[nxt + 1].folded.strip())
+                  and self._same_print_name(nxt, r, candidates)):
+                name_rows.append(nxt)  # "RESTAURANT JIAWEI" / "JIAWEI HOUSE" / "002693074-K"
             address_start = None
         if not name_rows and address_start is None:
             return -1
