@@ -814,3 +814,17 @@ TOTAL                      RM 9.90
     assert fields["merchant_name"]["value"] == "RESTAURANT JIAWEI JIAWEI HOUSE"
     alone = text.replace("002693074-K\n", "")  # without the number, the second row is not taken
     assert extract(page_from_text(alone))["fields"]["merchant_name"]["value"] == "RESTAURANT JIAWEI"
+
+
+def test_an_address_that_starts_with_a_tower() -> None:
+    """`A-16-1, Tower A, Northpoint Office, ...`: no street number, no street word but the tower."""
+    text = """
+Golden Scoop Sdn Bhd (169609-A)
+A-16-1, Tower A, Northpoint Office, Mid Valley
+City, No1, Medan Syed Putra Utara Kuala
+Lumpur
+GST ID: 001513148416
+TOTAL                      RM 9.90
+"""
+    assert extract(page_from_text(text))["fields"]["merchant_address"]["value"] == (
+        "A-16-1, Tower A, Northpoint Office, Mid Valley City, No1, Medan Syed Putra Utara Kuala Lumpur")
