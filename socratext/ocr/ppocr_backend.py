@@ -98,7 +98,7 @@ def rows_from_segments(segments: list[list[Word]], width: int, height: int) -> O
 
     `segments` are the words of each detected text line in their reading order. The merge is
     `build_rows`'s (segments whose deskewed vertical centres are within half a median word height, and
-    which do not overlap horizontally, form one row), so the OCR event carries the rows the extraction
+    whose words do not print over each other, form one row), so the OCR event carries the rows the extraction
     stage would otherwise rebuild, and every consumer of `OcrPage.lines()` (the second-pass trigger,
     the rules, evaluation) sees `Total 8.70` as one line.
     """
