@@ -69,6 +69,8 @@ RAPIDOCR_SETTINGS = (("ppocr_detector", "float"), ("ppocr_det_min_side", 736), (
 """What `ppocr` was before the int8 detector: rapidocr's float detector on a page enlarged to a 736 px
 short side, recognition 6 lines per call, each padded to 320 px: rapidocr's own settings."""
 
+HYBRID = "ppocr-det-tesseract-lines"  # PP-OCR's detector, Tesseract on each line (`PpDetTesseractLines`)
+
 VARIANTS = [
     Variant("pytesseract", "pytesseract"),
     Variant("tesserocr", "tesserocr"),
@@ -92,7 +94,7 @@ VARIANTS = [
     # fields right on SROIE's training split: docs/accuracy.md)
     Variant("ppocr-rec192", "ppocr", ppocr=(("ppocr_rec_min_width", 192),)),
     # the issue's suggested hybrid: PP-OCR's detector finds the lines, Tesseract reads each one
-    Variant("ppocr-det-tesseract-lines", "ppocr-det-tesseract-lines"),
+    Variant(HYBRID, HYBRID),
     Variant("ppocr-1280", "ppocr", max_side=1280),  # a smaller page: detection's cost goes with its area
     Variant("ppocr-1024", "ppocr", max_side=1024),
     Variant("ppocr-2threads", "ppocr", intra_op_threads=2),
@@ -100,7 +102,7 @@ VARIANTS = [
     Variant("ppocr-procs2", "ppocr", workers=2, pool="procs"),
 ]
 ENGINE_CLASS = {"tesserocr": "TesserocrOcr", "pytesseract": "TesseractOcr", "ppocr": "PpOcr",
-                "ppocr-det-tesseract-lines": "PpDetTesseractLines"}
+                HYBRID: "PpDetTesseractLines"}
 
 
 class PpDetTesseractLines:
@@ -150,10 +152,11 @@ def _engine(v: Variant) -> object:
 
     key = (v.backend, v.psm, v.max_side, v.config, v.languages, v.intra_op_threads, v.ppocr)
     if key not in _ENGINES:
-        backend = "ppocr" if v.backend == "ppocr-det-tesseract-lines" else v.backend
-        settings = Settings(ocr_max_side=v.max_side, ppocr_max_side=v.max_side, ocr_backend=backend,
+        hybrid = v.backend == HYBRID
+        settings = Settings(ocr_max_side=v.max_side, ppocr_max_side=v.max_side,
+                            ocr_backend="ppocr" if hybrid else v.backend,
                             ocr_intra_op_threads=v.intra_op_threads, **dict(v.ppocr))
-        ocr = (PpDetTesseractLines(settings) if v.backend == "ppocr-det-tesseract-lines" else
+        ocr = (PpDetTesseractLines(settings) if hybrid else
                make_ocr(settings, psm=v.psm, preprocess=True, extra_config=v.config,
                         languages=v.languages or None))
         if type(ocr).__name__ != ENGINE_CLASS[v.backend]:

@@ -208,6 +208,9 @@ class Counts:
         if gold is not None:
             self.fn += 1
 
+    def prf_table(self) -> dict[str, float]:
+        return dict(zip(("precision", "recall", "f1"), (round(v, 4) for v in self.prf()), strict=True))
+
     def prf(self) -> tuple[float, float, float]:
         p = self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
         r = self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
@@ -238,29 +241,28 @@ class Score:
         if all(hit(f, pred.get(f), gold.get(f)) for f in ("date", "total")):
             self.date_and_total += 1
 
-    def update_items(self, pred: list[dict[str, str]], gold: list[dict[str, str]]) -> None:
+    def update_items(self, pred: list[dict[str, str]], gold: list[dict[str, str]],
+                     ) -> tuple[int, list[dict[str, str]], list[dict[str, str]]]:
+        """Count one receipt's line items; return `match_items`'s answer (for `--errors`)."""
         right, spurious, missed = match_items(pred, gold)
         self.items = self.items or Counts()
-        self.items.tp, self.items.fp, self.items.fn = (self.items.tp + right, self.items.fp + len(spurious),
-                                                       self.items.fn + len(missed))
+        self.items.tp += right
+        self.items.fp += len(spurious)
+        self.items.fn += len(missed)
+        return right, spurious, missed
 
     def table(self) -> dict[str, object]:
-        per = {f: dict(zip(("precision", "recall", "f1"), (round(v, 4) for v in c.prf()), strict=False))
-               for f, c in self.counts.items()}
+        per = {f: c.prf_table() for f, c in self.counts.items()}
         total = Counts(sum(c.tp for c in self.counts.values()), sum(c.fp for c in self.counts.values()),
                        sum(c.fn for c in self.counts.values()))
-        p, r, f1 = total.prf()
         ms = sorted(self.model_ms)
-        return {"receipts": self.receipts, "per_field": per,
-                "micro": {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4)},
+        return {"receipts": self.receipts, "per_field": per, "micro": total.prf_table(),
                 "date_and_total_exact": round(self.date_and_total / max(self.receipts, 1), 4),
                 "model_ms_per_receipt_median": round(ms[len(ms) // 2], 2) if ms else None,
                 "ocr_ms_per_receipt_mean": (round(sum(self.ocr_ms) / len(self.ocr_ms), 1)
                                             if self.ocr_ms else None),
                 "ocr_second_pass_share": round(self.second_passes / max(self.receipts, 1), 4),
-                "items": (None if self.items is None else
-                          dict(zip(("precision", "recall", "f1"), (round(v, 4) for v in self.items.prf()),
-                                   strict=True)))}
+                "items": None if self.items is None else self.items.prf_table()}
 
 
 class CachedOcrStage:
@@ -330,10 +332,8 @@ def evaluate(samples: Iterator[Sample], extractors: dict[str, object], fields: l
             pred = {k: v.value for k, v in rec.fields.items()}
             scores[name].update(pred, s.gold, rec.timings_ms.get("model", 0.0), res.timings_ms)
             if s.items is not None:
-                pred_items = rec.export().get("items") or []
-                scores[name].update_items(pred_items, s.items)
+                _, spurious, missed = scores[name].update_items(rec.export().get("items") or [], s.items)
                 if errors is not None:
-                    _, spurious, missed = match_items(pred_items, s.items)
                     errors.extend(Miss(s.name, name, "items", _item_text(p), None, None) for p in spurious)
                     errors.extend(Miss(s.name, name, "items", None, _item_text(g), True) for g in missed)
             if errors is not None:
@@ -347,6 +347,10 @@ def _item_text(item: dict[str, str]) -> str:
     return f"{item.get('name')} | {item.get('total_price')}"
 
 
+def _prf_cells(d: dict[str, float]) -> str:
+    return f"{d['precision']:>10.3f}{d['recall']:>8.3f}{d['f1']:>8.3f}"
+
+
 def print_tables(results: dict[str, dict[str, object]], title: str) -> None:
     names = list(results)
     fields = list(next(iter(results.values()))["per_field"])  # type: ignore[arg-type]
@@ -358,12 +362,10 @@ def print_tables(results: dict[str, dict[str, object]], title: str) -> None:
         row = f"{f:<18}"
         for n in names:
             d = results[n]["micro"] if f == "micro" else results[n]["per_field"][f]  # type: ignore[index]
-            row += f"{d['precision']:>10.3f}{d['recall']:>8.3f}{d['f1']:>8.3f}"
+            row += _prf_cells(d)
         print(row)
     if all(results[n].get("items") for n in names):  # name and line total both right; not in the micro
-        print(f"{'line items':<18}" + "".join(
-            f"{d['precision']:>10.3f}{d['recall']:>8.3f}{d['f1']:>8.3f}"
-            for d in (results[n]["items"] for n in names)))  # type: ignore[index]
+        print(f"{'line items':<18}" + "".join(_prf_cells(results[n]["items"]) for n in names))  # type: ignore[arg-type]
     for n in names:
         r = results[n]
         print(f"{n}: {r['receipts']} receipts, date+total exact {r['date_and_total_exact']:.1%}, "

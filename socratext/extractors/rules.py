@@ -619,13 +619,10 @@ class _Labeller:
         height: a tagline or a label printed small beside a logo-sized name (`NATURALIA  Soyez libre
         de ...`) is not part of the name."""
         words = list(self.rows[r].words)
-        tallest = max((self.page.words[w].box[3] - self.page.words[w].box[1] for w in words), default=0)
-
-        def small(w: int) -> bool:
-            return self.page.words[w].box[3] - self.page.words[w].box[1] < 0.5 * tallest
-        while len(words) > 1 and small(words[0]):
+        tallest = max(map(self._word_height, words), default=0)
+        while len(words) > 1 and self._word_height(words[0]) < 0.5 * tallest:
             words.pop(0)
-        while len(words) > 1 and small(words[-1]):
+        while len(words) > 1 and self._word_height(words[-1]) < 0.5 * tallest:
             words.pop()
         return words
 
@@ -661,8 +658,12 @@ class _Labeller:
         f = self.rows[r].folded
         return bool(STREET_KW.search(f) or POSTCODE.search(f) or STREET_NUMBER.match(f))
 
+    def _word_height(self, w: int) -> int:
+        box = self.page.words[w].box
+        return box[3] - box[1]
+
     def _height(self, r: int) -> float:
-        hs = [self.page.words[w].box[3] - self.page.words[w].box[1] for w in self.rows[r].words]
+        hs = [self._word_height(w) for w in self.rows[r].words]
         return median(hs) if hs else 0.0
 
     # ------------------------------------------------------------------ items, payment, currency
